@@ -1,0 +1,197 @@
+"""`build_classifier`: a pretrained backbone, its preprocessing and a new head, as one Keras model."""
+
+from __future__ import annotations
+
+import keras
+
+from tltk import freezing
+from tltk.backbones.registry import BackboneSpec, get_backbone, is_registered
+from tltk.backbones.weights import construct_with_weights, load_weights_file
+from tltk.heads import check_head_args, classification_head
+from tltk.layers import ImagePreprocessing
+
+INPUT_NAME = "image"
+AUGMENTATION_NAME = "augmentation"
+PREPROCESSING_NAME = "preprocessing"
+
+
+def build_classifier(
+    backbone,
+    num_classes,
+    *,
+    input_shape=None,
+    weights="imagenet",
+    pooling="avg",
+    dropout=0.2,
+    hidden_units=(),
+    multi_label=False,
+    classifier_activation="softmax",
+    train_bn=False,
+    augmentation=None,
+    name=None,
+):
+    """Builds an image classifier on a pretrained backbone, with the backbone frozen.
+
+    The model takes raw pixels, 0..255 (uint8 or float), at a fixed size; the backbone's own
+    preprocessing runs inside the graph, so exported files are self-contained. Its layers are:
+    `image` (input) -> `augmentation` (optional, training only) -> `preprocessing` -> the backbone
+    (a nested model named after the registry entry) -> `pool` -> `head_*` -> `predictions`.
+
+    Args:
+        backbone: str, `tltk.BackboneSpec` or `keras.Model`. A registry name (`"mobilenet_v2"`, or
+            the Keras class name `"MobileNetV2"`), a spec, or your own feature extractor (taken as
+            is, one layer group, no preprocessing).
+        num_classes: int. Number of classes; at least 2 (1 with `multi_label=True`).
+        input_shape: tuple. `(height, width, channels)`. Defaults to the backbone's default size.
+        weights: str or None. A name from the spec's `weights` (`"imagenet"` downloads as Keras
+            does), `None` for random initialisation, or a path: a `.weights.h5` file of the backbone,
+            or a whole `.keras`/`.h5` model whose layers are matched to the backbone's by name and
+            shape. Defaults to `"imagenet"`. For a `keras.Model` backbone only a path is applied.
+        pooling: str. `"avg"` or `"max"` global pooling. Defaults to `"avg"`.
+        dropout: float. Dropout rate in the head. Defaults to `0.2`.
+        hidden_units: tuple. Hidden ReLU layer widths in the head. Defaults to `()`.
+        multi_label: bool. Independent sigmoid outputs, one per label. Defaults to `False`.
+        classifier_activation: str or None. `"softmax"`, `"sigmoid"`, or `None`/`"linear"` for
+            logits. Ignored (set to sigmoid) when `multi_label=True` and left at `"softmax"`.
+            Defaults to `"softmax"`.
+        train_bn: bool. Let BatchNorm layers train (and update their statistics) when their group
+            is unfrozen. Defaults to `False`: they stay in inference mode (keras-team/keras#20285).
+        augmentation: str, keras layer or None. A `tltk.augmentation` preset name or a layer, put
+            after the input; active only in training. Defaults to `None`.
+        name: str. Model name. Defaults to `"<backbone>_classifier"`.
+
+    Returns:
+        A `keras.Model` with the backbone frozen and the head trainable (not compiled).
+
+    Example:
+
+    ```python
+    import tltk
+    model = tltk.build_classifier("mobilenet_v2", num_classes=5)   # downloads ImageNet weights
+    model = tltk.build_classifier("efficientnet_b0", 3, input_shape=(160, 160, 3),
+                                  weights=None, dropout=0.3)
+    ```
+    """
+    spec, custom = _resolve_backbone(backbone)
+    input_shape = _check_input_shape(spec, custom, input_shape)
+    units = check_head_args(
+        num_classes=num_classes,
+        pooling=pooling,
+        dropout=dropout,
+        hidden_units=hidden_units,
+        multi_label=multi_label,
+        classifier_activation=classifier_activation,
+    )
+    activation = classifier_activation
+    if multi_label and activation == "softmax":
+        activation = "sigmoid"
+    if activation == "linear":
+        activation = None
+    weights_path = _check_weights(spec, custom, weights)
+
+    if custom is not None:
+        features_model = custom
+    else:
+        named = weights if weights in spec.weights else None
+        features_model = construct_with_weights(spec, input_shape, named)
+        features_model.name = spec.name
+    if weights_path:
+        load_weights_file(features_model, weights_path)
+
+    inputs = keras.Input(input_shape, name=INPUT_NAME)
+    x = inputs
+    if augmentation is not None:
+        x = _augmentation_layer(augmentation)(x)
+    if spec is not None:
+        x = ImagePreprocessing(spec.preprocessing, name=PREPROCESSING_NAME)(x)
+    x = features_model(x)
+    outputs = classification_head(
+        x, num_classes, pooling=pooling, dropout=dropout, hidden_units=units, activation=activation
+    )
+    model_name = name or f"{features_model.name}_classifier".replace(":", "_").replace("/", "_")
+    model = keras.Model(inputs, outputs, name=model_name)
+    freezing.freeze(model)
+    model.tltk_train_bn = train_bn
+    return model
+
+
+def _resolve_backbone(backbone):
+    if isinstance(backbone, BackboneSpec):
+        return backbone, None
+    if isinstance(backbone, keras.Model):
+        if is_registered(backbone.name):
+            raise ValueError(
+                f"Your backbone model is named {backbone.name!r}, the name of a registered backbone; "
+                "rename it (`model.name = ...`) so its layer groups are not taken from the registry."
+            )
+        return None, backbone
+    if isinstance(backbone, str):
+        return get_backbone(backbone), None
+    raise ValueError(
+        "`backbone` must be a registry name, a tltk.BackboneSpec or a keras.Model. "
+        f"Received: backbone={backbone!r}"
+    )
+
+
+def _check_input_shape(spec, custom, input_shape):
+    if custom is not None:
+        model_shape = tuple(custom.input_shape[1:])
+        if input_shape is None:
+            input_shape = model_shape
+        if None in input_shape:
+            raise ValueError(
+                "`input_shape` must be fully defined for a model backbone with a flexible input. "
+                f"Received: input_shape={input_shape}"
+            )
+        return tuple(input_shape)
+    if input_shape is None:
+        return spec.default_input_shape()
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in input_shape):
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels) of positive integers. Received: input_shape={input_shape}"
+        )
+    if input_shape[2] != spec.channels:
+        raise ValueError(
+            f"Backbone {spec.name!r} takes {spec.channels} input channels. Received: input_shape={input_shape}"
+        )
+    min_h, min_w = spec.min_input_size
+    if input_shape[0] < min_h or input_shape[1] < min_w:
+        raise ValueError(
+            f"Backbone {spec.name!r} needs inputs of at least {min_h}x{min_w}. Received: input_shape={input_shape}"
+        )
+    return input_shape
+
+
+def _check_weights(spec, custom, weights):
+    """Returns the weights path to load after construction, or None."""
+    if weights is None:
+        return None
+    if not isinstance(weights, str):
+        raise ValueError(f"`weights` must be a name, a file path or None. Received: weights={weights!r}")
+    if custom is not None:
+        return None if weights == "imagenet" else weights
+    if weights in spec.weights:
+        return None
+    if weights.endswith((".h5", ".keras")):
+        return weights
+    raise ValueError(
+        f"Backbone {spec.name!r} has pretrained weights {list(spec.weights)}; pass one of them, None, "
+        f"or the path of a weights file. Received: weights={weights!r}"
+    )
+
+
+def _augmentation_layer(augmentation):
+    if isinstance(augmentation, str):
+        from tltk.augment import augmentation as preset_layer
+
+        layer = preset_layer(augmentation)
+    elif isinstance(augmentation, keras.layers.Layer):
+        layer = augmentation
+    else:
+        raise ValueError(
+            "`augmentation` must be a preset name ('light', 'medium', 'strong'), a Keras layer or None. "
+            f"Received: augmentation={augmentation!r}"
+        )
+    layer.name = AUGMENTATION_NAME
+    return layer
