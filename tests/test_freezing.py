@@ -1,0 +1,74 @@
+"""Staged freezing and the BatchNorm policy, checked by training, not assumed."""
+
+import keras
+import numpy as np
+import pytest
+
+import tltk
+from tests.helpers import TINY_BN_CNN
+
+SHAPE = (32, 32, 3)
+
+
+def _data(n=16):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, *SHAPE)).astype("float32"), rng.integers(0, 3, n)
+
+
+def _train_step(model):
+    x, y = _data()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def _snapshot(layers):
+    return {f"{l.name}/{i}": np.array(w.numpy()) for l in layers for i, w in enumerate(l.weights)}
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_unfrozen_group_trains_and_batchnorm_follows_policy(train_bn):
+    model = tltk.build_classifier(TINY_BN_CNN.name, 3, input_shape=SHAPE, weights=None, train_bn=train_bn)
+    tltk.unfreeze(model, groups=["top"])
+    groups = {g.name: g for g in tltk.layer_groups(model)}
+    top_bn = [l for l in groups["top"].layers if isinstance(l, keras.layers.BatchNormalization)]
+    top_conv = [l for l in groups["top"].layers if isinstance(l, keras.layers.Conv2D)]
+    frozen = [l for name, g in groups.items() if name not in ("top", "head") for l in g.layers]
+    assert top_bn and top_conv
+    before_bn, before_conv, before_frozen = _snapshot(top_bn), _snapshot(top_conv), _snapshot(frozen)
+
+    _train_step(model)
+
+    after_bn = _snapshot(top_bn)
+    assert all(not np.array_equal(before_conv[k], v) for k, v in _snapshot(top_conv).items())
+    for key, value in _snapshot(frozen).items():
+        np.testing.assert_array_equal(before_frozen[key], value, err_msg=key)
+    stats = [k for k in after_bn if k.endswith("/2") or k.endswith("/3")]  # moving mean, moving variance
+    changed = [not np.array_equal(before_bn[k], after_bn[k]) for k in stats]
+    assert all(changed) if train_bn else not any(changed)
+    assert all(l.trainable == train_bn for l in top_bn)
+
+
+def test_freeze_and_unfreeze_by_count_name_and_all():
+    model = tltk.build_classifier("mobilenet_v2", 3, input_shape=SHAPE, weights=None)
+    names = [g.name for g in tltk.layer_groups(model)]
+    assert names == ["stem", "block_1-2", "block_3-5", "block_6-9", "block_10-12", "block_13-15", "block_16", "top", "head"]
+    trainable = lambda: [g.name for g in tltk.layer_groups(model) if g.trainable]  # noqa: E731
+    assert trainable() == ["head"]
+    tltk.unfreeze(model, groups=2)
+    assert trainable() == ["block_16", "top", "head"]
+    tltk.unfreeze(model, groups=["stem"])
+    assert trainable() == ["stem", "block_16", "top", "head"]
+    tltk.unfreeze(model, groups="all")
+    assert trainable() == names
+    tltk.freeze(model)
+    assert trainable() == ["head"]
+
+
+@pytest.mark.parametrize(
+    "groups, message",
+    [(["block_99"], "Unknown layer group\\(s\\) \\['block_99'\\]; this model's groups are \\['stem'"), (-1, "Received: groups=-1"), ("some", "Received: groups='some'")],
+)
+def test_unfreeze_rejects_bad_groups(groups, message):
+    model = tltk.build_classifier("mobilenet_v2", 3, input_shape=SHAPE, weights=None)
+    with pytest.raises(ValueError, match=message):
+        tltk.unfreeze(model, groups=groups)
