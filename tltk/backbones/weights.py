@@ -45,7 +45,8 @@ def construct_with_weights(spec, input_shape, weights):
                 f"Could not download the {weights!r} weights of backbone {spec.name!r} ({text.strip()}). "
                 "Check the network connection, or pass a local file instead: "
                 f"build_classifier({spec.name!r}, ..., weights='/path/to/{spec.name}.weights.h5') "
-                "or the path of a saved .keras model that contains this backbone."
+                "or the path of a saved .keras model that contains this backbone. Keras also reuses a file "
+                "already in ~/.keras/models/ (copy it there from a machine that can download it)."
             ) from error
         raise
 
