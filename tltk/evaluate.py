@@ -1,0 +1,205 @@
+"""Evaluation: metrics, confusion matrix, plots and a JSON report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+from sklearn import metrics as skm
+
+from tltk import plots
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+    """Metrics of one evaluation.
+
+    Attributes:
+        accuracy: float. Top-1 accuracy (single-label) or exact-match ratio (multi-label).
+        top_k_accuracy: dict. `{k: accuracy}` for single-label models with more than k classes.
+        per_class: dict. `{class_name: {"precision", "recall", "f1", "support"}}`.
+        confusion_matrix: list. Rows are true classes, columns predicted (single-label only).
+        mean_average_precision: float or None. Multi-label only.
+        num_examples: int. How many examples were evaluated.
+        files: dict. Paths of the files written (`report`, `confusion_matrix`, ...).
+    """
+
+    accuracy: float
+    top_k_accuracy: dict
+    per_class: dict
+    confusion_matrix: list
+    mean_average_precision: float | None
+    num_examples: int
+    class_names: list
+    multi_label: bool
+    files: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """A short text table: overall figures, then one line per class."""
+        lines = [f"examples: {self.num_examples}", f"accuracy: {self.accuracy:.4f}"]
+        lines += [f"top-{k} accuracy: {v:.4f}" for k, v in self.top_k_accuracy.items()]
+        if self.mean_average_precision is not None:
+            lines.append(f"mAP: {self.mean_average_precision:.4f}")
+        lines.append(f"{'class':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
+        for name, m in self.per_class.items():
+            lines.append(f"{name[:20]:<20} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>7.3f} {m['support']:>8d}")
+        return "\n".join(lines)
+
+
+def evaluate(
+    model,
+    data,
+    *,
+    class_names=None,
+    out_dir=None,
+    history=None,
+    top_k=(3, 5),
+    threshold=0.5,
+    max_misclassified=16,
+):
+    """Evaluates a classifier and, with `out_dir`, writes a report and plots.
+
+    Args:
+        model: keras.Model or predictor. Anything with `predict(images) -> probabilities`, such as
+            a Keras model or `tltk.load_exported(path)`.
+        data: tf.data.Dataset, `tltk.data.ImageData` or `(images, labels)`. Batches of
+            `(images, labels)`; an `ImageData` is evaluated on its `test` split, else `validation`.
+            Labels are integers, one-hot or multi-hot.
+        class_names: list. Names for the report. Defaults to the data's, else "0", "1", ...
+        out_dir: str. Folder for `report.json`, `confusion_matrix.png`, `misclassified.png` and,
+            with `history`, `training_curves.png`. Defaults to `None` (nothing written).
+        history: fine-tune result, `keras.callbacks.History` or dict. Curves to plot.
+            Defaults to `None`.
+        top_k: tuple. The k values of top-k accuracy. Defaults to `(3, 5)`.
+        threshold: float. Decision threshold for multi-label outputs. Defaults to `0.5`.
+        max_misclassified: int. Most images in `misclassified.png`. Defaults to `16`.
+
+    Returns:
+        An `EvaluationReport`.
+
+    Example:
+
+    ```python
+    report = tltk.evaluate(model, data, out_dir="reports/run1")
+    print(report.summary())
+    ```
+    """
+    images, labels, names = _collect(data, class_names)
+    if len(labels) == 0:
+        raise ValueError("`data` holds no examples to evaluate. Received: an empty dataset")
+    probs = np.asarray(model.predict(images, verbose=0) if _is_keras(model) else model.predict(images))
+    if probs.ndim != 2:
+        raise ValueError(f"The model must return (batch, classes) scores. Received: shape {probs.shape}")
+    num_classes = probs.shape[1]
+    names = list(names or [str(i) for i in range(num_classes)])
+    if len(names) != num_classes:
+        raise ValueError(f"`class_names` has {len(names)} names but the model has {num_classes} outputs.")
+    multi_label = labels.ndim == 2 and not _is_one_hot(labels)
+    report = _multi_label_report(labels, probs, names, threshold) if multi_label else _single_label_report(labels, probs, names, top_k)
+
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        if not multi_label:
+            report.files["confusion_matrix"] = plots.confusion_matrix(
+                np.asarray(report.confusion_matrix), names, os.path.join(out_dir, "confusion_matrix.png")
+            )
+            truth = labels.argmax(1) if labels.ndim == 2 else labels
+            report.files["misclassified"] = plots.misclassified(
+                images, truth, probs, names, os.path.join(out_dir, "misclassified.png"), limit=max_misclassified
+            )
+        if history is not None:
+            report.files["training_curves"] = plots.training_curves(history, os.path.join(out_dir, "training_curves.png"))
+        report.files["report"] = os.path.join(out_dir, "report.json")
+        _write_json(report.to_dict(), report.files["report"])
+    return report
+
+
+def _single_label_report(labels, probs, names, top_k):
+    truth = labels.argmax(1) if labels.ndim == 2 else labels.astype(int)
+    predicted = probs.argmax(1)
+    classes = list(range(len(names)))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, labels=classes, zero_division=0)
+    top = {
+        int(k): float(skm.top_k_accuracy_score(truth, probs, k=k, labels=classes))
+        for k in top_k
+        if k < len(names)
+    }
+    return EvaluationReport(
+        accuracy=float((truth == predicted).mean()),
+        top_k_accuracy=top,
+        per_class=_per_class(names, precision, recall, f1, support),
+        confusion_matrix=skm.confusion_matrix(truth, predicted, labels=classes).tolist(),
+        mean_average_precision=None,
+        num_examples=int(len(truth)),
+        class_names=names,
+        multi_label=False,
+    )
+
+
+def _multi_label_report(labels, probs, names, threshold):
+    predicted = (probs >= threshold).astype(int)
+    truth = labels.astype(int)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, zero_division=0)
+    present = truth.sum(0) > 0
+    m_ap = float(skm.average_precision_score(truth[:, present], probs[:, present], average="macro")) if present.any() else 0.0
+    return EvaluationReport(
+        accuracy=float((predicted == truth).all(1).mean()),
+        top_k_accuracy={},
+        per_class=_per_class(names, precision, recall, f1, support),
+        confusion_matrix=[],
+        mean_average_precision=m_ap,
+        num_examples=int(len(truth)),
+        class_names=names,
+        multi_label=True,
+    )
+
+
+def _per_class(names, precision, recall, f1, support):
+    return {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(names, precision, recall, f1, support)
+    }
+
+
+def _collect(data, class_names):
+    """Returns `(images, labels, class_names)` as NumPy arrays from any supported `data`."""
+    names = class_names
+    if hasattr(data, "class_names") and hasattr(data, "validation"):
+        names = names or list(data.class_names)
+        split = data.test if getattr(data, "test", None) is not None else data.validation
+        if split is None:
+            raise ValueError("`data` has neither a test nor a validation split to evaluate on.")
+        data = split
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1]), names
+    images, labels = [], []
+    for batch in data:
+        if not (isinstance(batch, tuple) and len(batch) >= 2):
+            raise ValueError("`data` must yield (images, labels) batches. Received: a dataset of single tensors")
+        images.append(np.asarray(batch[0]))
+        labels.append(np.asarray(batch[1]))
+    if not images:
+        return np.zeros((0,)), np.zeros((0,)), names
+    return np.concatenate(images), np.concatenate(labels), names
+
+
+def _is_one_hot(labels):
+    return bool(np.all(labels.sum(1) == 1) and np.all((labels == 0) | (labels == 1)))
+
+
+def _is_keras(model):
+    import keras
+
+    return isinstance(model, keras.Model)
+
+
+def _write_json(payload, path):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
