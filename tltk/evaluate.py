@@ -92,7 +92,11 @@ def evaluate(
     images, labels, names = _collect(data, class_names)
     if len(labels) == 0:
         raise ValueError("`data` holds no examples to evaluate. Received: an empty dataset")
-    probs = np.asarray(model.predict(images, verbose=0) if _is_keras(model) else model.predict(images))
+    names = names or getattr(model, "class_names", None)
+    probs = model.predict(images, verbose=0) if _is_keras(model) else model.predict(images)
+    if isinstance(probs, tuple):  # a tltk Predictor returns (names, probabilities)
+        probs = probs[1]
+    probs = np.asarray(probs)
     if probs.ndim != 2:
         raise ValueError(f"The model must return (batch, classes) scores. Received: shape {probs.shape}")
     num_classes = probs.shape[1]

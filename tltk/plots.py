@@ -91,8 +91,8 @@ def training_curves(history, path):
 
 def _stage_histories(history):
     """`[(stage_name, {metric: [values]})]` from a fine-tune result, a History or a dict."""
-    if hasattr(history, "stages"):
-        return [(getattr(s, "name", f"stage {i + 1}"), dict(getattr(s, "history", s))) for i, s in enumerate(history.stages)]
+    if hasattr(history, "histories"):  # a tltk.FineTuneResult
+        return [(f"stage {i + 1}", dict(h)) for i, h in enumerate(history.histories)]
     if hasattr(history, "history"):
         return [("", dict(history.history))]
     if isinstance(history, dict):
