@@ -65,27 +65,28 @@ def misclassified(images, truth, probs, class_names, path, *, limit=16):
 
 
 def training_curves(history, path):
-    """Plots loss and accuracy per epoch, with a line at each stage boundary."""
+    """Plots loss and accuracy per epoch across all stages, with a line at each stage boundary."""
     plt = _pyplot()
     stages = _stage_histories(history)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    offset = 0
-    for stage_name, h in stages:
-        epochs = None
-        for ax, key in zip(axes, ("loss", "accuracy")):
-            for prefix, style in (("", "-"), ("val_", "--")):
-                values = h.get(prefix + key)
-                if values:
-                    epochs = range(offset + 1, offset + len(values) + 1)
-                    ax.plot(epochs, values, style, label=f"{stage_name} {prefix}{key}".strip())
-        if epochs is not None:
-            offset = epochs[-1]
-            for ax in axes:
-                ax.axvline(offset + 0.5, color="grey", lw=0.5)
+    boundaries, total = [], 0
+    series = {}
+    for _, h in stages:
+        length = max((len(v) for v in h.values()), default=0)
+        for key, values in h.items():
+            series.setdefault(key, []).extend([np.nan] * (total - len(series.get(key, []))) + list(values))
+        total += length
+        boundaries.append(total)
     for ax, key in zip(axes, ("loss", "accuracy")):
-        ax.set_xlabel("epoch")
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = series.get(prefix + key)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, "-" if not prefix else "--", marker=".", label=label)
+        for (name, _), edge in zip(stages[:-1], boundaries[:-1]):
+            ax.axvline(edge + 0.5, color="grey", lw=0.6)
+        ax.set_xlabel("epoch (grey lines: stage boundaries)")
         ax.set_title(key)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
