@@ -111,3 +111,15 @@ def test_custom_keras_model_backbone_is_one_group():
     assert model.get_layer("my_features").get_layer("c1").trainable
     assert not model.get_layer("my_features").get_layer("bn1").trainable
     assert model.predict(_images(), verbose=0).shape == (4, 3)
+
+
+def test_user_augmentation_layer_runs_only_in_training():
+    model = tltk.build_classifier(
+        "mobilenet_v2", 3, input_shape=SHAPE, weights=None, augmentation=keras.layers.RandomFlip("horizontal", seed=3)
+    )
+    x = np.tile(np.arange(32, dtype="float32")[None, None, :, None], (8, 32, 1, 3)) * 8
+    layer = model.get_layer("augmentation")
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)  # inference: untouched
+    flipped = np.asarray(layer(x, training=True))
+    assert any(np.array_equal(f, x[0, :, ::-1]) for f in flipped)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -182,16 +182,19 @@ def _check_weights(spec, custom, weights):
 
 
 def _augmentation_layer(augmentation):
-    if isinstance(augmentation, str):
-        from tltk.augment import augmentation as preset_layer
+    """A preset or a user's layer, wrapped so it runs only in training (Keras' random layers alone
+    also run in `model(x)` and in exported SavedModels)."""
+    from tltk.augment import Augmentation
+    from tltk.augment import augmentation as preset_layer
 
-        layer = preset_layer(augmentation)
-    elif isinstance(augmentation, keras.layers.Layer):
-        layer = augmentation
-    else:
-        raise ValueError(
-            "`augmentation` must be a preset name ('light', 'medium', 'strong'), a Keras layer or None. "
-            f"Received: augmentation={augmentation!r}"
-        )
-    layer.name = AUGMENTATION_NAME
-    return layer
+    if isinstance(augmentation, str):
+        return preset_layer(augmentation, name=AUGMENTATION_NAME)
+    if isinstance(augmentation, Augmentation):
+        augmentation.name = AUGMENTATION_NAME
+        return augmentation
+    if isinstance(augmentation, keras.layers.Layer):
+        return Augmentation([augmentation], name=AUGMENTATION_NAME)
+    raise ValueError(
+        "`augmentation` must be a preset name ('light', 'medium', 'strong'), a Keras layer or None. "
+        f"Received: augmentation={augmentation!r}"
+    )

@@ -1,0 +1,167 @@
+"""`from_arrays`: NumPy images and labels (single- or multi-label) -> `ImageData`."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tltk.data import decode, labels, pipeline
+from tltk.data.images import check_image_size
+
+
+def from_arrays(
+    x,
+    y,
+    *,
+    class_names=None,
+    image_size=None,
+    batch_size=32,
+    validation_split=0.2,
+    test_split=0.0,
+    seed=0,
+    label_mode=None,
+    crop_to_aspect_ratio=False,
+):
+    """Builds train / validation / test pipelines from in-memory images and labels.
+
+    Images are raw pixels: uint8 (or uint16, keeping the high byte), or floats in 0..255, which
+    are rounded to uint8. Grayscale and alpha channels are handled as for files (alpha composited
+    over white). The split is stratified by class (for multi-label data, by each example's rarest
+    label) and deterministic for a seed.
+
+    Args:
+        x: array. `(n, height, width)` or `(n, height, width, channels)` images, 1 to 4 channels.
+        y: array. `(n,)` class indexes or class-name strings, or `(n, num_classes)` multi-hot 0/1
+            rows for multi-label data.
+        class_names: list of str or None. Names of the classes, in label order. Defaults to the
+            sorted names in `y` (strings), `"0"`.. (indexes), or `"0"`.. per column (multi-hot).
+        image_size: tuple or None. `(height, width)` to resize to, or an int for a square.
+            Defaults to `None`: keep the arrays' size.
+        batch_size: int. Batch size. Defaults to `32`.
+        validation_split: float. Share held out for validation, in [0, 1). Defaults to `0.2`.
+        test_split: float. Share held out for test, in [0, 1). Defaults to `0.0`.
+        seed: int. Seed of the split and of the per-epoch shuffle. Defaults to `0`.
+        label_mode: str or None. `"int"` or `"categorical"` for single-label data, `"multi_hot"`
+            for multi-label data. Defaults to `None`: `"int"`, or `"multi_hot"` for 2-D `y`.
+        crop_to_aspect_ratio: bool. Center crop to the target aspect ratio before resizing.
+            Defaults to `False`.
+
+    Returns:
+        A `tltk.data.ImageData`; `sources` holds indexes into `x`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog"] * 10)
+    >>> data = from_arrays(x, y, image_size=(16, 16), batch_size=4)
+    >>> data.class_names, data.class_counts["train"]
+    (('cat', 'dog'), {'cat': 8, 'dog': 8})
+    """
+    pipeline.check_split_args(
+        batch_size=batch_size, validation_split=validation_split, test_split=test_split, seed=seed
+    )
+    x = _check_images(x)
+    encoded, class_names, multi_label = _encode_labels(y, class_names, len(x))
+    label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
+    image_size = x.shape[1:3] if image_size is None else check_image_size(image_size)
+    labels.check_counts(encoded, class_names, multi_label, "the arrays")
+    pipeline.check_memory(len(x), image_size, "the arrays")
+    if x.shape[1:] == (*image_size, 3) and x.dtype == np.uint8 and not crop_to_aspect_ratio:
+        with tf.device("/CPU:0"):
+            images = tf.convert_to_tensor(x)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(len(x))))
+        images, _ = decode.resize_all(dataset, tuple(image_size), crop_to_aspect_ratio)
+    splits = pipeline.stratified_split(
+        [str(i) for i in range(len(x))],
+        labels.strata(encoded, multi_label),
+        validation_split=validation_split,
+        test_split=test_split,
+        seed=seed,
+    )
+    return pipeline.assemble(
+        images,
+        encoded,
+        class_names=class_names,
+        label_mode=label_mode,
+        splits=splits,
+        sources=list(range(len(x))),
+        batch_size=batch_size,
+        seed=seed,
+        image_size=tuple(image_size),
+        skipped=[],
+    )
+
+
+def _check_images(x):
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 2, 3, 4) or min(x.shape[1:3], default=0) < 1:
+        raise ValueError(
+            "`x` must be images shaped (n, height, width) or (n, height, width, channels) with 1 "
+            f"to 4 channels. Received: x with shape {x.shape}"
+        )
+    if x.dtype in (np.uint8, np.uint16):
+        return x
+    if x.dtype.kind not in "iuf":
+        raise ValueError(f"`x` must hold numbers. Received: x with dtype {x.dtype}")
+    if x.size:
+        low, high = float(np.min(x)), float(np.max(x))
+        if not np.isfinite([low, high]).all() or low < 0 or high > 255:
+            raise ValueError(
+                "`x` must hold raw pixels in 0..255 (tltk models take raw pixels). "
+                f"Received: x with values in [{low}, {high}]"
+            )
+        if x.dtype.kind == "f" and high <= 1.0:
+            raise ValueError(
+                "`x` looks scaled to 0..1, but tltk takes raw pixels in 0..255: pass `x * 255`. "
+                f"Received: x with values in [{low}, {high}]"
+            )
+    return np.round(x).astype(np.uint8)
+
+
+def _encode_labels(y, class_names, count):
+    """`(encoded labels, class names, multi_label)` from `y`; raises naming what is wrong."""
+    y = np.asarray(y)
+    if len(y) != count:
+        raise ValueError(
+            f"`x` and `y` must have the same length. Received: {count} images and {len(y)} labels"
+        )
+    if y.ndim == 2:
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError("A 2-D `y` must be multi-hot rows of 0 and 1. Received: other values")
+        names = class_names if class_names is not None else [str(i) for i in range(y.shape[1])]
+        names = labels.check_class_names(names)
+        if len(names) != y.shape[1]:
+            raise ValueError(
+                f"`class_names` must name the {y.shape[1]} columns of `y`. "
+                f"Received: {len(names)} class names"
+            )
+        return y.astype(np.float32), names, True
+    if y.ndim != 1:
+        raise ValueError(f"`y` must be 1-D labels or 2-D multi-hot rows. Received: shape {y.shape}")
+    if y.dtype.kind in "USO":
+        values = [str(v) for v in y]
+        names = labels.check_class_names(
+            class_names if class_names is not None else sorted(set(values))
+        )
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"`y` has labels missing from `class_names`. Received: {unknown[:10]}")
+        index = {name: i for i, name in enumerate(names)}
+        return np.array([index[v] for v in values], dtype=np.int64), names, False
+    if y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
+        raise ValueError(
+            f"`y` must hold class indexes (ints from 0) or class names. Received: dtype {y.dtype}"
+        )
+    top = int(y.max()) + 1 if len(y) else 0
+    names = labels.check_class_names(
+        class_names if class_names is not None else [str(i) for i in range(top)]
+    )
+    if top > len(names):
+        raise ValueError(
+            f"`y` has class index {top - 1}, but `class_names` names {len(names)} classes."
+        )
+    return y.astype(np.int64), names, False

@@ -1,0 +1,201 @@
+"""`from_csv`: a CSV of file names and labels (single- or multi-label) -> `ImageData`."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+
+import numpy as np
+
+from tltk.data import labels, pipeline
+from tltk.data.images import check_image_size, load_images
+
+_TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no", "")
+
+
+def from_csv(
+    csv_path,
+    image_dir=None,
+    *,
+    image_size,
+    filename_column=None,
+    label_column=None,
+    label_separator=None,
+    class_names=None,
+    batch_size=32,
+    validation_split=0.2,
+    test_split=0.0,
+    seed=0,
+    label_mode=None,
+    crop_to_aspect_ratio=False,
+    num_workers=None,
+):
+    """Loads the images a CSV file lists, with single labels or several labels per image.
+
+    The CSV has a header row. Three label layouts are read:
+    - one label per row (`cat`): single-label, `label_mode` `"int"` or `"categorical"`;
+    - several labels in one cell (`cat dog`), with `label_separator=" "`: multi-label, multi-hot;
+    - one 0/1 column per class, with `label_column=["cat", "dog"]`: multi-label, multi-hot.
+
+    Rows whose file is missing or bad, or whose label is empty (single-label) or not in
+    `class_names`, are left out and listed in `skipped` (as `"csv_path:line"` for label problems);
+    the rest is used. Files are checked and decoded as `tltk.data.from_directory` does.
+
+    Args:
+        csv_path: str or Path. The CSV file (UTF-8).
+        image_dir: str or Path or None. Folder the file names are relative to. Defaults to the
+            CSV file's folder.
+        image_size: tuple. `(height, width)` the images are resized to, or an int for a square.
+        filename_column: str or None. Column of file names. Defaults to the first column.
+        label_column: str, list of str or None. Column of labels, or the 0/1 columns of a
+            multi-label table. Defaults to the second column.
+        label_separator: str or None. Splits a label cell into several labels (multi-label).
+            Defaults to `None`: one label per cell.
+        class_names: list of str or None. The classes, in label order; rows with other labels are
+            skipped. Defaults to the sorted labels found (or the 0/1 column names).
+        batch_size: int. Batch size. Defaults to `32`.
+        validation_split: float. Share held out for validation, in [0, 1). Defaults to `0.2`.
+        test_split: float. Share held out for test, in [0, 1). Defaults to `0.0`.
+        seed: int. Seed of the split and of the per-epoch shuffle. Defaults to `0`.
+        label_mode: str or None. `"int"` or `"categorical"` for single-label data; `"multi_hot"`
+            for multi-label data. Defaults to `None`: `"int"` or `"multi_hot"`.
+        crop_to_aspect_ratio: bool. Center crop to the target aspect ratio before resizing.
+            Defaults to `False`.
+        num_workers: int or None. Decoding threads. Defaults to `min(32, cpu_count + 4)`.
+
+    Returns:
+        A `tltk.data.ImageData`.
+
+    Example:
+
+    ```python
+    # labels.csv:  file,tags
+    #              a.jpg,cat dog
+    #              b.jpg,dog
+    data = tltk.data.from_csv("labels.csv", image_size=(224, 224), label_separator=" ")
+    data.label_mode  # "multi_hot"; labels are (batch, num_classes) float32 rows of 0 and 1
+    ```
+    """
+    csv_path = pathlib.Path(csv_path)
+    if not csv_path.is_file():
+        raise ValueError(
+            f"`csv_path` must be an existing file. Received: csv_path={str(csv_path)!r}"
+        )
+    image_dir = csv_path.parent if image_dir is None else pathlib.Path(image_dir)
+    if not image_dir.is_dir():
+        raise ValueError(f"`image_dir` must be a folder. Received: image_dir={str(image_dir)!r}")
+    image_size = check_image_size(image_size)
+    pipeline.check_split_args(
+        batch_size=batch_size, validation_split=validation_split, test_split=test_split, seed=seed
+    )
+    if label_separator is not None and not (isinstance(label_separator, str) and label_separator):
+        raise ValueError(
+            f"`label_separator` must be a non-empty string or None. Received: {label_separator!r}"
+        )
+    rows, filename_column, label_column = _read(csv_path, filename_column, label_column)
+    multi_label = label_separator is not None or isinstance(label_column, list)
+    label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
+
+    entries, skipped = _parse_rows(csv_path, rows, filename_column, label_column, label_separator)
+    if class_names is None and isinstance(label_column, list):
+        class_names = label_column
+    elif class_names is None:
+        class_names = sorted({label for _, _, row_labels in entries for label in row_labels})
+    class_names = labels.check_class_names(class_names)
+    known = set(class_names)
+    usable = []
+    for line, name, row_labels in entries:
+        unknown = sorted(set(row_labels) - known)
+        if unknown:
+            skipped.append((f"{csv_path}:{line}", f"label(s) not in class_names: {unknown}"))
+        else:
+            usable.append((line, name, row_labels))
+
+    paths = [str(image_dir / name) for _, name, _ in usable]
+    pipeline.check_memory(len(paths), image_size, csv_path)
+    images, kept, bad = load_images(
+        paths, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio, num_workers=num_workers
+    )
+    skipped += bad
+    usable = [usable[i] for i in kept]
+    if multi_label:
+        encoded = labels.multi_hot([row_labels for _, _, row_labels in usable], class_names)
+    else:
+        index = {name: i for i, name in enumerate(class_names)}
+        encoded = np.array([index[row_labels[0]] for _, _, row_labels in usable], dtype=np.int64)
+    labels.check_counts(encoded, class_names, multi_label, str(csv_path))
+    splits = pipeline.stratified_split(
+        [name for _, name, _ in usable],
+        labels.strata(encoded, multi_label),
+        validation_split=validation_split,
+        test_split=test_split,
+        seed=seed,
+    )
+    pipeline.warn_skipped(skipped, len(rows), csv_path)
+    return pipeline.assemble(
+        images,
+        encoded,
+        class_names=class_names,
+        label_mode=label_mode,
+        splits=splits,
+        sources=[paths[i] for i in kept],
+        batch_size=batch_size,
+        seed=seed,
+        image_size=image_size,
+        skipped=skipped,
+        rows=kept,
+    )
+
+
+def _read(csv_path, filename_column, label_column):
+    """The rows (dicts) and the resolved column names; raises when a column is missing."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    if len(columns) < 2:
+        raise ValueError(
+            f"The CSV file {csv_path} needs a header row and at least two columns (file name and "
+            f"label). Received: columns {columns}"
+        )
+    filename_column = columns[0] if filename_column is None else filename_column
+    label_column = columns[1] if label_column is None else label_column
+    labels_wanted = label_column if isinstance(label_column, list) else [label_column]
+    wanted = [filename_column, *labels_wanted]
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise ValueError(
+            f"Columns {missing} are not in {csv_path}; its columns are {columns}. Set "
+            "`filename_column` and `label_column`."
+        )
+    return rows, filename_column, label_column
+
+
+def _parse_rows(csv_path, rows, filename_column, label_column, label_separator):
+    """`[(line, file name, [labels])]` for rows that parse, and `(where, reason)` for the others."""
+    entries, skipped = [], []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{csv_path}:{line}"
+        name = (row.get(filename_column) or "").strip()
+        if not name:
+            skipped.append((where, "empty file name"))
+            continue
+        if isinstance(label_column, list):
+            flags = [(row.get(c) or "").strip().lower() for c in label_column]
+            odd = [f for f in flags if f not in _TRUE + _FALSE]
+            if odd:
+                skipped.append((where, f"0/1 label columns hold {odd}"))
+                continue
+            row_labels = [c for c, f in zip(label_column, flags) if f in _TRUE]
+        else:
+            cell = (row.get(label_column) or "").strip()
+            if label_separator is None:
+                if not cell:
+                    skipped.append((where, "empty label"))
+                    continue
+                row_labels = [cell]
+            else:
+                row_labels = sorted({t.strip() for t in cell.split(label_separator) if t.strip()})
+        entries.append((line, name.replace("/", os.sep), row_labels))
+    return entries, skipped
