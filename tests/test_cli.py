@@ -40,3 +40,40 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert re.fullmatch(r"Error: Unknown backbone 'mobilenet_v22'\. Closest names: .*\n", result.output)
+
+
+def test_train_predict_evaluate_export_end_to_end(tmp_path):
+    import shutil
+
+    import tltk
+
+    digits = tltk.datasets.digits(tmp_path / "digits")
+    small = tmp_path / "small"
+    for label in ("0", "1", "7"):
+        (small / label).mkdir(parents=True)
+        for png in sorted((digits / label).glob("*.png"))[:40]:
+            shutil.copy(png, small / label / png.name)
+    (small / "7" / "broken.png").write_bytes(b"not a png")
+    run = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(small), "--backbone", "tltk_glyphnet", "--weights", "tltk", "--out", str(run),
+                                  "--head-epochs", "15", "--learning-rate", "0.003", "--epochs", "1", "--quantize", "int8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "held-out accuracy" in result.output and "tflite int8" in result.output and "Skipped 1 unreadable file" in result.output
+    tflite = run / "export" / "model_int8.tflite"
+    assert tflite.exists() and (run / "model.keras").exists() and (run / "report" / "report.json").exists()
+
+    predicted = runner.invoke(main, ["predict", str(tflite), *map(str, sorted((digits / "7").glob("*.png"))[-3:])])
+    assert predicted.exit_code == 0, predicted.output
+    assert [line.split(": ")[1].split()[0] for line in predicted.output.strip().splitlines()] == ["7", "7", "7"]
+
+    evaluated = runner.invoke(main, ["evaluate", str(tflite), str(small), "--out", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0, evaluated.output
+    accuracy = float(re.search(r"accuracy: ([0-9.]+)", evaluated.output).group(1))
+    assert accuracy > 0.9  # three well-separated digits
+
+    exported = runner.invoke(main, ["export", str(run / "model.keras"), str(tmp_path / "exp"), "--quantize", "float16", "--data", str(small)])
+    assert exported.exit_code == 0, exported.output
+    assert "model_float16.tflite" in exported.output and "passed" in exported.output
+    again = runner.invoke(main, ["export", str(run / "model.keras"), str(tmp_path / "exp")])
+    assert again.exit_code == 1 and "overwrite" in again.output.lower()

@@ -2,25 +2,64 @@
 
 Pretrained backbones (Keras Applications, TF Hub, keras-hub, and a small one that ships inside
 tltk), staged fine-tuning, and SavedModel / TFLite export checked against the Keras model.
+The steps run one way, each taking and returning plain Keras and tf.data objects:
+`tltk.data` -> `build_classifier` -> `fine_tune` -> `evaluate` -> `export`.
 """
 
 __version__ = "0.1.0"
 
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines; set it to 0 to see them
+
+from tltk import data, datasets
+from tltk.augment import augmentation
 from tltk.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone
+from tltk.backbones.hub import HubLayer
 from tltk.builders import build_classifier
+from tltk.data import class_weights
+from tltk.evaluate import EvaluationReport, evaluate
+from tltk.export import ExportReport, ParityError, Predictor, export, load_exported
 from tltk.freezing import LayerGroup, freeze, layer_groups, unfreeze
 from tltk.layers import ImagePreprocessing
+from tltk.lr_finder import find_lr
+from tltk.lr_multipliers import discriminative_optimizer
+from tltk.text import build_text_classifier, export_text, load_text_topics
+from tltk.training import FineTuneResult, fine_tune
+from tltk.workflow import TrainingRun, demo, train_from_directory
 
 __all__ = [
     "BackboneSpec",
+    "EvaluationReport",
+    "ExportReport",
+    "FineTuneResult",
+    "HubLayer",
     "ImagePreprocessing",
     "LayerGroup",
+    "ParityError",
+    "Predictor",
+    "TrainingRun",
     "__version__",
+    "augmentation",
     "build_classifier",
+    "build_text_classifier",
+    "class_weights",
+    "data",
+    "datasets",
+    "demo",
+    "discriminative_optimizer",
+    "evaluate",
+    "export",
+    "export_text",
+    "fine_tune",
+    "find_lr",
     "freeze",
     "get_backbone",
     "layer_groups",
     "list_backbones",
+    "load_exported",
+    "load_text_topics",
     "register_backbone",
+    "train_from_directory",
     "unfreeze",
 ]

@@ -113,13 +113,15 @@ def demo(out_dir, epochs, quiet):
 @click.option("--weights", default="imagenet", show_default=True, help="'imagenet', 'none', a registered name or a weights file.")
 @click.option("--epochs", type=int, default=None, help="Epochs of the unfreezing stages.")
 @click.option("--head-epochs", type=int, default=None, help="Epochs of the head-only stage.")
+@click.option("--learning-rate", type=float, default=None, help="Peak rate of the head-only stage.")
+@click.option("--fine-tune-lr", type=float, default=None, help="Peak rate of the head in the unfreezing stages.")
 @click.option("--image-size", type=int, default=None, help="Square input size (default: the backbone's).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="none", show_default=True)
 @click.option("--quantize", multiple=True, type=click.Choice(_QUANTIZATIONS), help="TFLite quantization; repeat for several.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_one_line_errors
-def train(data_dir, backbone, out_dir, weights, epochs, head_epochs, image_size, batch_size, augment, quantize, quiet):
+def train(data_dir, backbone, out_dir, weights, epochs, head_epochs, learning_rate, fine_tune_lr, image_size, batch_size, augment, quantize, quiet):
     """Train on a folder of class folders, evaluate, and export.
 
     Example: tltk train photos/ --backbone mobilenet_v2 --out runs/photos --quantize float32 --quantize int8
@@ -136,6 +138,8 @@ def train(data_dir, backbone, out_dir, weights, epochs, head_epochs, image_size,
         batch_size=batch_size or d["batch_size"],
         head_epochs=d["head_epochs"] if head_epochs is None else head_epochs,
         epochs=d["epochs"] if epochs is None else epochs,
+        learning_rate=d["learning_rate"] if learning_rate is None else learning_rate,
+        fine_tune_lr=d["fine_tune_lr"] if fine_tune_lr is None else fine_tune_lr,
         augment=None if augment == "none" else augment,
         quantize=quantize or d["quantize"],
         verbose=0 if quiet else 2,
@@ -234,10 +238,11 @@ def backbones(source):
     Example: tltk backbones --source keras_applications
     """
     import tltk
+    from tltk.backbones.hub import is_text_backbone
 
     for name in tltk.list_backbones(source=source):
         spec = tltk.get_backbone(name)
-        size = "x".join(map(str, spec.default_input_size))
+        size = "text" if is_text_backbone(spec) else "x".join(map(str, spec.default_input_size))
         click.echo(f"{name:<28} {spec.source:<19} {size:>9}  {spec.feature_dim:>5}  {','.join(spec.weights) or '-'}")
 
 

@@ -3,7 +3,9 @@
 A tltk model's backbone is split into the named groups of its `BackboneSpec` (stem to top); the
 head is one more group, `"head"`, always trainable. `unfreeze` works on group names, never on
 layer indexes. BatchNorm layers stay frozen (and so in inference mode, with fixed statistics) when
-their group is unfrozen, unless `train_bn=True` (keras-team/keras#20285).
+their group is unfrozen, unless `train_bn=True` (keras-team/keras#20285). Layers with Keras LoRA
+enabled (`tltk.build_text_classifier(..., lora_rank=4)`) keep their base weights frozen: only the
+adapters train.
 
 Changing what is trainable requires `model.compile(...)` again before training.
 """
@@ -15,6 +17,7 @@ import math
 
 import keras
 
+from tltk.backbones.keras_hub import keep_lora_only
 from tltk.backbones.registry import _REGISTRY, assign_groups
 from tltk.heads import head_layers
 
@@ -137,6 +140,9 @@ def unfreeze(model: keras.Model, groups=1, *, train_bn=None) -> keras.Model:
                 layer.trainable = train_bn or not isinstance(layer, keras.layers.BatchNormalization)
             else:
                 layer.trainable = states[id(layer)]
+    keep_lora_only(backbone)  # LoRA-enabled layers keep their base weights frozen; a no-op without LoRA
+    if hasattr(backbone, "train_bn"):  # a TF Hub module runs its own BatchNorm-like state
+        backbone.train_bn = train_bn
     return model
 
 

@@ -7,6 +7,7 @@ demo backbone fine-tuned on scikit-learn's handwritten digits, fully offline.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import pathlib
 import time
@@ -21,6 +22,7 @@ from tltk.export import export
 from tltk.training import fine_tune
 
 DEMO_BACKBONE = "tltk_glyphnet"
+_FINE_TUNE_DEFAULTS = {k: p.default for k, p in inspect.signature(fine_tune).parameters.items()}
 
 
 @dataclasses.dataclass
@@ -66,8 +68,11 @@ def train_from_directory(
     weights="imagenet",
     image_size=None,
     batch_size=32,
-    head_epochs=5,
-    epochs=10,
+    head_epochs=_FINE_TUNE_DEFAULTS["head_epochs"],
+    epochs=_FINE_TUNE_DEFAULTS["epochs"],
+    learning_rate=_FINE_TUNE_DEFAULTS["learning_rate"],
+    fine_tune_lr=_FINE_TUNE_DEFAULTS["fine_tune_lr"],
+    lr_decay=_FINE_TUNE_DEFAULTS["lr_decay"],
     augment=None,
     quantize=("float32",),
     validation_split=0.2,
@@ -85,8 +90,11 @@ def train_from_directory(
         weights: str or None. Backbone weights, as in `build_classifier`. Defaults to `"imagenet"`.
         image_size: int or tuple. Input size. Defaults to the backbone's default size.
         batch_size: int. Defaults to `32`.
-        head_epochs: int. Epochs of the head-only stage. Defaults to `5`.
-        epochs: int. Epochs of the unfreezing stages together. Defaults to `10`.
+        head_epochs: int. Epochs of the head-only stage. Defaults to `fine_tune`'s.
+        epochs: int. Epochs of the unfreezing stages together. Defaults to `fine_tune`'s.
+        learning_rate: float. Peak rate of the head stage. Defaults to `fine_tune`'s.
+        fine_tune_lr: float. Peak rate of the head in later stages. Defaults to `fine_tune`'s.
+        lr_decay: float. Rate factor per group below the head. Defaults to `fine_tune`'s.
         augment: str or None. A `tltk.augmentation` preset. Defaults to `None`.
         quantize: sequence. TFLite quantizations to export; empty for SavedModel only.
             Defaults to `("float32",)`.
@@ -121,7 +129,17 @@ def train_from_directory(
         seed=seed,
     )
     model = build_classifier(spec, data.num_classes, input_shape=(*size, spec.channels), weights=weights, augmentation=augment)
-    result = fine_tune(model, data.train, data.validation, head_epochs=head_epochs, epochs=epochs, verbose=verbose)
+    result = fine_tune(
+        model,
+        data.train,
+        data.validation,
+        head_epochs=head_epochs,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        fine_tune_lr=fine_tune_lr,
+        lr_decay=lr_decay,
+        verbose=verbose,
+    )
 
     model_path = out_dir / "model.keras"
     tmp = out_dir / "model.tmp.keras"
@@ -143,17 +161,19 @@ def train_from_directory(
     return TrainingRun(model, data, result, evaluation, exported, model_path, out_dir, time.perf_counter() - start)
 
 
-def demo(out_dir="tltk_demo", *, head_epochs=5, epochs=12, verbose=1):
+def demo(out_dir="tltk_demo", *, head_epochs=30, epochs=10, verbose=1):
     """The offline demo: the shipped `tltk_glyphnet` fine-tuned on scikit-learn's digits.
 
     Writes the 1,797 digits as a class-folder tree of PNGs under `out_dir/digits`, then runs
     `train_from_directory` on it with the demo backbone's shipped weights, exporting float32 and
-    int8 TFLite files checked by the parity gate.
+    int8 TFLite files checked by the parity gate. The head trains 30 epochs on cached features
+    (fractions of a second each) at 3e-3; the five unfreezing stages then train at 1e-3 for the
+    head, halved per group below it.
 
     Args:
         out_dir: str or Path. Folder for the data and the run. Defaults to `"tltk_demo"`.
-        head_epochs: int. Defaults to `5`.
-        epochs: int. Defaults to `12`.
+        head_epochs: int. Defaults to `30`.
+        epochs: int. Defaults to `10`.
         verbose: int. Defaults to `1`.
 
     Returns:
@@ -171,6 +191,9 @@ def demo(out_dir="tltk_demo", *, head_epochs=5, epochs=12, verbose=1):
         batch_size=32,
         head_epochs=head_epochs,
         epochs=epochs,
+        learning_rate=3e-3,
+        fine_tune_lr=1e-3,
+        lr_decay=0.5,
         quantize=("float32", "int8"),
         validation_split=0.15,
         test_split=0.15,

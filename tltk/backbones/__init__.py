@@ -1,6 +1,6 @@
 """The backbone registry and the backbones tltk registers at import."""
 
-from tltk.backbones import keras_apps  # noqa: F401  (registers keras.applications)
+from tltk.backbones import glyphnet, hub, keras_apps, keras_hub  # noqa: F401  (register their backbones)
 from tltk.backbones.registry import (
     BackboneSpec,
     get_backbone,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import re
 from typing import Callable
 
@@ -149,6 +150,9 @@ def get_backbone(name: str) -> BackboneSpec:
     key = _ALIASES.get(_normalise(name))
     if key is not None:
         return _REGISTRY[key]
+    for prefix, module in (("hub:", "tltk.backbones.hub"), ("keras_hub:", "tltk.backbones.keras_hub")):
+        if name.startswith(prefix):  # any TF Hub handle or keras-hub preset, resolved on demand
+            return importlib.import_module(module).resolve_dynamic(name)
     close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=5, cutoff=0.5)
     hint = f" Closest names: {', '.join(close)}." if close else ""
     raise ValueError(

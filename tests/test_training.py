@@ -1,0 +1,298 @@
+"""`tltk.training.fine_tune`: learning, frozen layers, the BatchNorm policy, the stage-1 rule, resuming."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tltk
+from tltk.objectives import objective
+from tltk.training import fine_tune
+
+
+def _cnn(input_shape, weights):
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for group, filters, strides, size in (("stem", 8, 1, 3), ("block1", 16, 2, 3), ("block2", 32, 2, 3), ("top", 32, 1, 1)):
+        x = keras.layers.Conv2D(filters, size, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{group}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{group}_bn")(x)
+        x = keras.layers.ReLU(name=f"{group}_relu")(x)
+    return keras.Model(inputs, x, name="test_training_cnn")
+
+
+SPEC = tltk.register_backbone(
+    tltk.BackboneSpec(
+        name="test_training_cnn",
+        family="test",
+        source="tltk",
+        constructor=_cnn,
+        preprocessing="tf",
+        default_input_size=(32, 32),
+        min_input_size=(8, 8),
+        feature_dim=32,
+        groups=(("stem", "stem_"), ("block1", "block1_"), ("block2", "block2_"), ("top", "top_")),
+        description="four conv-BN-ReLU groups, for the training tests",
+    ),
+    overwrite=True,
+)
+GROUPS = ["stem", "block1", "block2", "top"]
+COLOURS = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230]], "float32")
+
+
+def shapes(n, seed, size=32):
+    """Red squares, green disks and blue crosses at random places on dark noise: 3 learnable classes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = rng.normal(60, 20, (n, size, size, 3)).astype("float32")
+    labels = rng.permutation(np.arange(n) % 3)
+    for image, label in zip(images, labels):
+        r = rng.integers(8, 13)
+        cy, cx = rng.integers(r, size - r, 2)
+        dy, dx = abs(yy - cy), abs(xx - cx)
+        mask = [(dy <= r) & (dx <= r), dy**2 + dx**2 <= r * r, ((dy <= r // 3) & (dx <= r)) | ((dx <= r // 3) & (dy <= r))]
+        image[mask[label]] = COLOURS[label] + rng.normal(0, 15, 3)
+    return images.clip(0, 255), labels.astype("int32")
+
+
+def datasets(n_train=96, n_val=48, batch=16, labels="int"):
+    (x, y), (xv, yv) = shapes(n_train, 0), shapes(n_val, 1)
+    if labels == "categorical":
+        y, yv = np.eye(3, dtype="float32")[y], np.eye(3, dtype="float32")[yv]
+    train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(n_train, seed=0).batch(batch)
+    return train, tf.data.Dataset.from_tensor_slices((xv, yv)).batch(batch)
+
+
+def build(**kwargs):
+    return tltk.build_classifier(SPEC.name, kwargs.pop("num_classes", 3), weights=None, **kwargs)
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Copies of `target`'s weights (by layer and index) at the start and end of every `fit`."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target, self.begin, self.end = target, [], []
+
+    def _copy(self):
+        return {f"{layer.name}/{i}": np.array(w.numpy()) for layer in _leaves(self.target) for i, w in enumerate(layer.weights)}
+
+    def on_train_begin(self, logs=None):
+        self.begin.append(self._copy())
+
+    def on_train_end(self, logs=None):
+        self.end.append(self._copy())
+
+
+def _leaves(model):
+    for layer in model.layers:
+        yield from (_leaves(layer) if isinstance(layer, keras.Model) else [layer])
+
+
+def _changed(before, after, prefix):
+    return {k: not np.array_equal(before[k], after[k]) for k in before if k.startswith(prefix)}
+
+
+FAST = dict(learning_rate=3e-2, early_stopping=False, verbose=0)
+
+
+def test_fine_tune_learns_and_reports_each_stage():
+    train, val = datasets()
+    model = build()
+    result = fine_tune(model, train, val, head_epochs=8, epochs=4, unfreeze=[1, 2], fine_tune_lr=3e-3, **FAST)
+
+    assert result.model is model
+    assert result.best_metric >= 0.8  # chance is 0.33
+    assert [s["unfrozen"] for s in result.stages] == [[], ["top"], ["block2", "top"]]
+    assert [len(h["val_accuracy"]) for h in result.histories] == [8, 2, 2]
+    assert result.stages[0]["cached"] and not result.stages[1]["cached"]
+    assert result.stages[0]["learning_rates"] == {"head": 3e-2}
+    assert result.stages[2]["learning_rates"] == pytest.approx({"head": 3e-3, "top": 9e-4, "block2": 2.7e-4})
+    best = max((v, -s) for s, h in enumerate(result.histories) for v in h["val_accuracy"])
+    assert (result.best_metric, result.best_stage) == (best[0], 1 - best[1])
+    assert result.stage1_metric == max(result.histories[0]["val_accuracy"])
+    assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(result.best_metric)
+
+
+def test_gradual_unfreezes_one_more_group_per_stage_spread_over_epochs():
+    train, val = datasets(n_train=48)
+    result = fine_tune(build(), train, val, head_epochs=1, epochs=3, **FAST)
+    assert [s["unfrozen"] for s in result.stages] == [[], GROUPS[-2:], GROUPS[-3:], GROUPS]
+    assert [s["epochs"] for s in result.stages] == [1, 1, 1, 1]
+    assert list(result.stages[3]["learning_rates"]) == ["head", "top", "block2", "block1", "stem"]
+
+
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_frozen_layers_are_bit_for_bit_unchanged(cache_features):
+    train, val = datasets(n_train=48)
+    model = build()
+    snaps = Snapshots(model)
+    fine_tune(model, train, val, head_epochs=2, epochs=2, unfreeze=[1], cache_features=cache_features,
+              callbacks=[snaps], **FAST)
+
+    first, last = snaps.begin[0], snaps.end[-1]
+    for prefix in ("stem_", "block1_", "block2_"):
+        assert not any(_changed(first, last, prefix).values()), prefix
+    stage2 = _changed(snaps.begin[1], snaps.end[1], "top_")
+    assert stage2["top_conv/0"] and not stage2["top_bn/2"] and not stage2["top_bn/3"]
+    stage1 = _changed(snaps.begin[0], snaps.end[0], "")
+    assert stage1["predictions/0"] and not stage1["top_conv/0"]
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_batchnorm_statistics_follow_the_policy(train_bn):
+    train, val = datasets(n_train=48)
+    model = build()
+    snaps = Snapshots(model)
+    fine_tune(model, train, val, head_epochs=1, epochs=1, unfreeze="all", train_bn=train_bn, callbacks=[snaps], **FAST)
+
+    changed = _changed(snaps.begin[1], snaps.end[1], "")
+    for group in GROUPS:
+        assert changed[f"{group}_conv/0"]
+        stats = [changed[f"{group}_bn/2"], changed[f"{group}_bn/3"]]  # moving mean, moving variance
+        assert all(stats) if train_bn else not any(stats), group
+
+
+def test_never_ends_worse_than_stage_1_when_later_stages_hurt(capsys):
+    train, val = datasets()
+    model = build()
+    snaps = Snapshots(model)
+    # A fine-tuning rate of 3 with plain SGD wrecks the backbone: the later stages can only hurt.
+    result = fine_tune(model, train, val, head_epochs=8, epochs=2, unfreeze="all", optimizer="sgd",
+                       learning_rate=3e-2, fine_tune_lr=3.0, lr_decay=1.0, early_stopping=False,
+                       callbacks=[snaps], verbose=1)
+
+    assert max(result.histories[1]["val_accuracy"]) < result.stage1_metric
+    assert result.restored_stage1 and result.best_stage == 1
+    assert result.best_metric == result.stage1_metric >= 0.8
+    after_stage1, final = snaps.begin[1], Snapshots(model)._copy()
+    assert all(np.array_equal(after_stage1[k], final[k]) for k in final)
+    assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(result.stage1_metric)
+    assert "restored the stage-1 weights" in capsys.readouterr().out
+
+
+class Kill(keras.callbacks.Callback):
+    """Raises at the end of epoch `epoch` of the `stage`-th fit, as a killed process would stop."""
+
+    def __init__(self, target, stage, epoch):
+        super().__init__()
+        self.target, self.stage, self.epoch, self.fits, self.weights = target, stage, epoch, 0, None
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (self.fits, epoch) == (self.stage, self.epoch):
+            self.weights = self.target.get_weights()
+            raise RuntimeError("simulated kill")
+
+
+class Epochs(keras.callbacks.Callback):
+    """Records `(fit number, epoch)` of every epoch run, and the weights when the first one begins."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target, self.fits, self.seen, self.weights = target, 0, [], None
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.weights is None:
+            self.weights = self.target.get_weights()
+        self.seen.append((self.fits, epoch))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_killed_run_resumes_from_its_checkpoint(tmp_path, stage):
+    train, val = datasets(n_train=48)
+    settings = dict(head_epochs=3, epochs=3, unfreeze="all", checkpoint_dir=tmp_path / "run", **FAST)
+    model = build()
+    kill = Kill(model, stage, epoch=1)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        fine_tune(model, train, val, callbacks=[kill], **settings)
+
+    keras.utils.set_random_seed(123)
+    fresh = build()  # a new process: other initial weights, restored from the checkpoint
+    epochs = Epochs(fresh)
+    result = fine_tune(fresh, train, val, callbacks=[epochs], **settings)
+
+    # Stage 1 is not trained again after it finished; the killed stage goes on at epoch 2 of 3.
+    assert epochs.seen == ([(1, 2), (2, 0), (2, 1), (2, 2)] if stage == 1 else [(1, 2)])
+    for saved, restored in zip(kill.weights, epochs.weights):
+        np.testing.assert_array_equal(saved, restored)
+    assert [len(h["val_accuracy"]) for h in result.histories] == [3, 3]
+
+    again = Epochs(fresh)
+    repeat = fine_tune(fresh, train, val, callbacks=[again], **settings)
+    assert again.seen == [] and repeat.best_metric == result.best_metric
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    train, val = datasets(n_train=32)
+    fine_tune(build(), train, val, head_epochs=1, epochs=0, checkpoint_dir=tmp_path, **FAST)
+    with pytest.raises(ValueError, match="other settings"):
+        fine_tune(build(), train, val, head_epochs=2, epochs=0, checkpoint_dir=tmp_path, **FAST)
+
+
+def test_cached_and_uncached_head_training_both_learn_and_agree_with_the_model():
+    train, val = datasets()
+    for cache in (True, False):
+        keras.utils.set_random_seed(0)
+        model = build()
+        result = fine_tune(model, train, val, head_epochs=10, epochs=0, cache_features=cache, **FAST)
+        assert result.stages[0]["cached"] is cache
+        assert result.best_metric >= 0.8
+        assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(result.best_metric)
+
+
+def test_augmented_model_caches_several_views_and_learns():
+    train, val = datasets()
+    model = build(augmentation=keras.layers.RandomFlip("horizontal_and_vertical", seed=0))
+    result = fine_tune(model, train, val, head_epochs=10, epochs=0, augmented_views=3, **FAST)
+    assert result.stages[0]["cached"]
+    assert result.best_metric >= 0.8
+
+
+def test_one_hot_labels_and_multi_label_outputs_get_matching_losses():
+    train, val = datasets(labels="categorical")
+    result = fine_tune(build(), train, val, head_epochs=10, epochs=0, **FAST)
+    assert result.best_metric >= 0.8
+
+    multi_label = build(num_classes=3, multi_label=True)
+    loss, metrics = objective(multi_label, train)
+    assert isinstance(loss, keras.losses.BinaryCrossentropy) and [m.name for m in metrics] == ["accuracy", "auc"]
+    result = fine_tune(multi_label, train, val, head_epochs=10, epochs=0, monitor="val_auc", **FAST)
+    assert result.monitor == "val_auc" and result.best_metric >= 0.9
+    loss, _ = objective(build(classifier_activation=None), datasets(n_train=16)[0])
+    assert isinstance(loss, keras.losses.SparseCategoricalCrossentropy) and loss.from_logits
+    with pytest.raises(ValueError, match="pass `loss`"):
+        objective(build(classifier_activation=None), train)
+    with pytest.raises(ValueError, match="Cannot choose a loss"):
+        objective(build(num_classes=4), train)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(head_epochs=0, epochs=0), "nothing to train"),
+        (dict(epochs=-1), "epochs"),
+        (dict(learning_rate=0), "learning_rate"),
+        (dict(lr_decay=1.5), "lr_decay"),
+        (dict(warmup=1.0), "warmup"),
+        (dict(optimizer="lamb"), "optimizer"),
+        (dict(monitor="accuracy"), "monitor"),
+        (dict(unfreeze=["nope"]), "group names"),
+        (dict(unfreeze=[1, 2, 3], epochs=2), "at least as many"),
+        (dict(callbacks=[object()]), "callbacks"),
+    ],
+)
+def test_bad_arguments_raise_before_training(kwargs, match):
+    train, val = datasets(n_train=16)
+    with pytest.raises(ValueError, match=match):
+        fine_tune(build(), train, val, verbose=0, **kwargs)
+
+
+def test_datasets_must_be_tf_data():
+    x, y = shapes(8, 0)
+    with pytest.raises(ValueError, match="`train` must be a tf.data.Dataset"):
+        fine_tune(build(), (x, y), None, verbose=0)

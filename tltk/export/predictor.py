@@ -1,0 +1,150 @@
+"""`tltk.load_exported`: one predictor for `.keras`, SavedModel and `.tflite` files."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import zipfile
+
+import keras
+import numpy as np
+
+from tltk.export.images import image_batch
+from tltk.export.record import RECORD_FILE
+from tltk.export.runtime import NUM_THREADS, KerasRunner, SavedModelRunner, TFLiteRunner
+from tltk.export.saved_model import EXTRA_ASSETS, LABELS_FILE, read_labels
+
+
+class Predictor:
+    """Predicts class names and probabilities from images with an exported model.
+
+    Attributes:
+        path: Path. The model file or folder.
+        kind: str. `"keras"`, `"saved_model"` or `"tflite"`.
+        class_names: list. One name per class.
+        input_shape: tuple. `(height, width, channels)` the model takes.
+
+    Example:
+
+    ```python
+    predictor = tltk.load_exported("exports/pets/model_int8.tflite")
+    names, probabilities = predictor.predict(["cat.jpg", "dog.png"])
+    ```
+    """
+
+    def __init__(self, runner, *, path, kind, class_names):
+        self._runner = runner
+        self.path = pathlib.Path(path)
+        self.kind = kind
+        self.input_shape = tuple(runner.input_shape)
+        self.class_names = list(class_names)
+
+    def predict(self, images):
+        """Returns `(names, probabilities)` for one image or many.
+
+        Args:
+            images: array-like, str or Path, or a list of paths. Raw pixels 0..255: one image
+                `(H, W, C)`, a batch `(N, H, W, C)`, or image files. Other sizes are resized.
+
+        Returns:
+            A tuple: a list of the top class name per image, and a float32 `(N, classes)` array of
+            probabilities.
+        """
+        batch = image_batch(images, self.input_shape, name="images")
+        probabilities = np.asarray(self._runner(batch), "float32")
+        if probabilities.shape[-1] != len(self.class_names):
+            raise ValueError(
+                f"{self.path} outputs {probabilities.shape[-1]} classes but has "
+                f"{len(self.class_names)} class names. Received: class_names={self.class_names!r}"
+            )
+        names = [self.class_names[i] for i in probabilities.argmax(-1)]
+        return names, probabilities
+
+    __call__ = predict
+
+    def __repr__(self):
+        return (
+            f"Predictor({self.kind}, {str(self.path)!r}, input_shape={self.input_shape}, "
+            f"classes={len(self.class_names)})"
+        )
+
+
+def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
+    """Loads a `.keras` file, a SavedModel or a `.tflite` file as a `Predictor`.
+
+    TFLite files run with the LiteRT interpreter (`ai-edge-litert`). Class names come from the
+    file itself when it carries them (the labels embedded in a tltk `.tflite`, a tltk SavedModel's
+    `assets.extra/labels.txt`), else from a `labels.txt` beside it, else `"0"`, `"1"`, ...
+    A tltk export folder loads its SavedModel, or its first TFLite file when it has none.
+
+    Args:
+        path: str or Path. A `.keras` file, a SavedModel folder, a `.tflite` file, or a folder
+            written by `tltk.export`.
+        class_names: list. Overrides the class names found with the model. Defaults to `None`.
+        num_threads: int. TFLite interpreter threads. Defaults to `2`.
+
+    Returns:
+        A `Predictor`.
+
+    Example:
+
+    ```python
+    predictor = tltk.load_exported("exports/pets")
+    names, probabilities = predictor.predict(images)
+    ```
+    """
+    path = pathlib.Path(path)
+    if (path / RECORD_FILE).is_file() and not (path / "saved_model.pb").is_file():
+        path = _pick_from_export(path)
+    if path.is_file() and path.suffix == ".keras":
+        runner, kind, found = KerasRunner(keras.models.load_model(path)), "keras", None
+    elif path.is_dir() and (path / "saved_model.pb").is_file():
+        runner, kind = SavedModelRunner(path), "saved_model"
+        found = _labels_file(path / EXTRA_ASSETS / LABELS_FILE)
+    elif path.is_file() and path.suffix == ".tflite":
+        runner, kind = TFLiteRunner(path, num_threads=num_threads), "tflite"
+        found = _embedded_labels(path)
+    else:
+        raise ValueError(
+            "`path` must be a .keras file, a SavedModel folder, a .tflite file or a tltk export "
+            f"folder. Received: path={str(path)!r}"
+        )
+    if class_names is None:
+        class_names = (
+            found
+            or _labels_file(path.parent / LABELS_FILE)
+            or [str(i) for i in range(_count_classes(runner))]
+        )
+    return Predictor(runner, path=path, kind=kind, class_names=class_names)
+
+
+def _pick_from_export(folder):
+    if (folder / "saved_model" / "saved_model.pb").is_file():
+        return folder / "saved_model"
+    record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+    for entry in record.get("files", []):
+        if entry.get("format") == "tflite" and (folder / entry["path"]).is_file():
+            return folder / entry["path"]
+    raise ValueError(
+        f"The export folder {folder} holds no model file. Received: path={str(folder)!r}"
+    )
+
+
+def _embedded_labels(path):
+    # tltk's TFLite files end with a zip archive holding labels.txt (see tltk.export.metadata).
+    try:
+        with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as archive:
+            if LABELS_FILE in archive.namelist():
+                return archive.read(LABELS_FILE).decode("utf-8").splitlines()
+    except zipfile.BadZipFile:
+        pass
+    return None
+
+
+def _labels_file(path):
+    return read_labels(path) if path.is_file() else None
+
+
+def _count_classes(runner):
+    return int(runner(np.zeros((1, *runner.input_shape), "float32")).shape[-1])

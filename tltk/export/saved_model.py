@@ -1,0 +1,116 @@
+"""Writes a Keras classifier as a SavedModel whose signature maps raw pixels to probabilities."""
+
+from __future__ import annotations
+
+import pathlib
+
+import keras
+import tensorflow as tf
+
+SIGNATURE_KEY = "serving_default"
+INPUT_KEY = "image"
+OUTPUT_KEY = "probabilities"
+LABELS_FILE = "labels.txt"
+# Files a SavedModel carries that its graph does not read (TensorFlow's own convention).
+EXTRA_ASSETS = "assets.extra"
+PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def check_classifier(model):
+    """Checks that `model` can be exported and returns `(input_shape, num_classes, activation)`.
+
+    `activation` is the name of the last layer's activation; a linear (logits) output gets a
+    softmax added in the exported signature, so every file returns probabilities.
+
+    Args:
+        model: keras.Model. One image input of fixed size, one `(batch, classes)` output.
+
+    Returns:
+        A tuple `((height, width, channels), num_classes, activation)`.
+
+    Example:
+
+    ```python
+    input_shape, num_classes, activation = check_classifier(model)
+    ```
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "`model` must have one image input and one output. Received: "
+            f"{len(model.inputs)} input(s), {len(model.outputs)} output(s)"
+        )
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if len(input_shape) != 3 or None in input_shape:
+        raise ValueError(
+            "`model` must take images of a fixed size, (height, width, channels); build it with "
+            f"`input_shape=`. Received: input shape {tuple(model.inputs[0].shape)}"
+        )
+    output_shape = tuple(model.outputs[0].shape)
+    if len(output_shape) != 2 or output_shape[1] is None:
+        raise ValueError(
+            "`model` must output one score per class, shape (batch, classes). "
+            f"Received: output shape {output_shape}"
+        )
+    activation = getattr(model.layers[-1], "activation", None)
+    activation = getattr(activation, "__name__", "linear")
+    return input_shape, int(output_shape[1]), activation
+
+
+def write_saved_model(model, path, *, class_names):
+    """Writes `model` as a SavedModel with a `serving_default` signature on raw pixels.
+
+    The signature takes `image`, float32 `(batch, H, W, C)` with values 0..255, and returns
+    `{"probabilities": (batch, classes)}`, with the model's preprocessing inside. The class names
+    go to `assets.extra/labels.txt`, where `tltk.load_exported` finds them.
+
+    Args:
+        model: keras.Model. A classifier accepted by `check_classifier`.
+        path: str or Path. Folder to create.
+        class_names: list. One name per class.
+
+    Returns:
+        The `pathlib.Path` of the SavedModel folder.
+
+    Example:
+
+    ```python
+    write_saved_model(model, "/tmp/sm", class_names=["cat", "dog"])
+    serve = tf.saved_model.load("/tmp/sm").signatures["serving_default"]
+    probs = serve(image=tf.zeros((1, 224, 224, 3)))["probabilities"]
+    layer = keras.layers.TFSMLayer("/tmp/sm", call_endpoint="serving_default")
+    ```
+    """
+    input_shape, _, activation = check_classifier(model)
+    input_dtype = model.inputs[0].dtype
+    add_softmax = activation not in PROBABILITY_ACTIVATIONS
+
+    def serve(image):
+        outputs = model(tf.cast(image, input_dtype), training=False)
+        outputs = tf.cast(outputs, tf.float32)
+        return {OUTPUT_KEY: tf.nn.softmax(outputs) if add_softmax else outputs}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        SIGNATURE_KEY,
+        serve,
+        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_KEY)],
+    )
+    path = pathlib.Path(path)
+    archive.write_out(str(path), verbose=False)
+    extra = path / EXTRA_ASSETS
+    extra.mkdir(exist_ok=True)
+    write_labels(extra / LABELS_FILE, class_names)
+    return path
+
+
+def write_labels(path, class_names):
+    """Writes one class name per line, without a trailing newline (read as an empty label)."""
+    pathlib.Path(path).write_text("\n".join(class_names), encoding="utf-8")
+
+
+def read_labels(path):
+    """Reads a labels file written by `write_labels`; returns a list of names."""
+    return pathlib.Path(path).read_text(encoding="utf-8").splitlines()

@@ -1,0 +1,133 @@
+"""The state of a staged training run: per-epoch logs, the best weights so far, and where it stopped.
+
+`fine_tune` keeps one `RunState`; with a checkpoint folder it is written after every epoch (the
+best weights when they improve), so a killed run resumes after its last finished stage, and inside
+the unfinished stage from Keras' `BackupAndRestore`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+
+import keras
+import numpy as np
+
+STATE_FILE = "run_state.json"
+BEST_WEIGHTS_FILE = "best.weights.npz"
+
+
+class RunState:
+    """What a staged run has done so far.
+
+    Args:
+        fingerprint: dict. The run's settings (JSON-serializable); a checkpoint made with other
+            settings is refused.
+        num_stages: int. Number of stages in the run.
+        mode: str. `"max"` if a larger monitored value is better, `"min"` otherwise.
+        directory: str, Path or None. Checkpoint folder. Defaults to `None` (kept in memory only).
+    """
+
+    def __init__(self, fingerprint, num_stages, mode, directory=None):
+        self.fingerprint = fingerprint
+        self.histories = [[] for _ in range(num_stages)]
+        self.mode = mode
+        self.completed = 0
+        self.best_value = None
+        self.best_stage = None
+        self.best_epoch = None
+        self.best_weights = None
+        self.directory = pathlib.Path(directory) if directory is not None else None
+
+    @classmethod
+    def resume(cls, fingerprint, num_stages, mode, directory=None):
+        """Loads the state saved in `directory`, or starts a new one if there is none."""
+        state = cls(fingerprint, num_stages, mode, directory)
+        if directory is None or not (state.directory / STATE_FILE).is_file():
+            return state
+        saved = json.loads((state.directory / STATE_FILE).read_text())
+        if saved["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"`checkpoint_dir` {state.directory} holds a run with other settings "
+                f"({saved['fingerprint']}); use an empty folder or the same settings. "
+                f"Received: {fingerprint}"
+            )
+        state.histories = saved["histories"]
+        state.completed = saved["completed"]
+        state.best_value, state.best_stage, state.best_epoch = saved["best"]
+        weights_path = state.directory / BEST_WEIGHTS_FILE
+        if weights_path.is_file():
+            with np.load(weights_path) as arrays:
+                state.best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        return state
+
+    def improves(self, value):
+        """Whether `value` beats the best so far (a tie does not; NaN never does)."""
+        if value is None or math.isnan(value):
+            return False
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.mode == "max" else value < self.best_value
+
+    def save(self, *, weights=False):
+        """Writes the state (and the best weights, if `weights`) atomically; a no-op in memory."""
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if weights and self.best_weights is not None:
+            _atomic_write(self.directory / BEST_WEIGHTS_FILE, lambda f: np.savez(f, *self.best_weights))
+        content = json.dumps(
+            {
+                "fingerprint": self.fingerprint,
+                "histories": self.histories,
+                "completed": self.completed,
+                "best": [self.best_value, self.best_stage, self.best_epoch],
+            }
+        )
+        _atomic_write(self.directory / STATE_FILE, lambda f: f.write(content.encode()))
+
+
+class BestTracker(keras.callbacks.Callback):
+    """Records each epoch's logs into a `RunState` and keeps the best weights of `target`.
+
+    Args:
+        target: keras.Model. The model whose weights are kept (the full model, even when a head
+            model is being fitted on cached features).
+        state: RunState. Where logs and the best weights go.
+        stage: int. Index of the running stage (0-based).
+        monitor: str. The logged value to compare, e.g. `"val_accuracy"`.
+    """
+
+    def __init__(self, target, state, stage, monitor):
+        super().__init__()
+        self.target = target
+        self.state = state
+        self.stage = stage
+        self.monitor = monitor
+
+    def on_epoch_begin(self, epoch, logs=None):
+        del self.state.histories[self.stage][epoch:]  # a resumed stage repeats unsaved epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"`monitor` {self.monitor!r} is not among the logged values {sorted(logs)}. "
+                f"Received: monitor={self.monitor!r}"
+            )
+        self.state.histories[self.stage].append({k: float(v) for k, v in logs.items()})
+        value = float(logs[self.monitor])
+        improved = self.state.improves(value)
+        if improved:
+            self.state.best_value, self.state.best_stage, self.state.best_epoch = value, self.stage, epoch
+            self.state.best_weights = self.target.get_weights()
+        self.state.save(weights=improved)
+
+
+def _atomic_write(path, write):
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        write(f)
+    os.replace(partial, path)

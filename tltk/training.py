@@ -1,0 +1,310 @@
+"""`fine_tune`: train the head on a frozen backbone, then unfreeze from the top at lower rates.
+
+The recipe of fastai's `fine_tune`, over tltk's primitives: `freezing` (groups, BatchNorm policy),
+`feature_cache` (stage 1 on cached backbone features), `schedules` (warmup + cosine per stage),
+`lr_multipliers` (a rate per group) and `run_state` (best weights, resumable checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import keras
+import tensorflow as tf
+
+from tltk import freezing
+from tltk.feature_cache import FeatureCache, cut_layer
+from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
+from tltk.objectives import objective
+from tltk.run_state import BestTracker, RunState
+from tltk.schedules import warmup_cosine
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+HEAD_STAGE = "head"
+
+
+@dataclasses.dataclass
+class FineTuneResult:
+    """What `fine_tune` did.
+
+    Attributes:
+        model: keras.Model. The trained model (the same object that was passed in).
+        stages: list of dict. Per stage: `"unfrozen"` (backbone groups), `"epochs"`,
+            `"learning_rates"` (`{group: peak rate}`) and `"cached"` (trained on cached features).
+        histories: list of dict. Per stage, `{metric: [value per epoch]}` as `History.history`.
+        monitor: str. The validation metric that chose the weights, e.g. `"val_accuracy"`.
+        best_metric: float. Its best value, which the returned weights have.
+        best_stage: int. The stage it came from (1 is the head stage).
+        best_epoch: int. The epoch in that stage (0-based).
+        stage1_metric: float or None. The best value of stage 1, if stage 1 ran.
+        restored_stage1: bool. Whether later stages did not beat stage 1, so its weights were kept.
+    """
+
+    model: keras.Model
+    stages: list
+    histories: list
+    monitor: str
+    best_metric: float
+    best_stage: int
+    best_epoch: int
+    stage1_metric: float | None
+    restored_stage1: bool
+
+
+def fine_tune(
+    model,
+    train,
+    validation,
+    *,
+    head_epochs=5,
+    epochs=10,
+    unfreeze="gradual",
+    learning_rate=1e-3,
+    fine_tune_lr=None,
+    lr_decay=0.3,
+    warmup=0.1,
+    weight_decay=1e-2,
+    optimizer="adamw",
+    class_weight=None,
+    early_stopping=True,
+    callbacks=(),
+    checkpoint_dir=None,
+    cache_features=True,
+    augmented_views=4,
+    train_bn=None,
+    loss=None,
+    monitor="val_accuracy",
+    verbose=1,
+):
+    """Trains a tltk classifier in stages and ends with its best weights by validation metric.
+
+    Stage 1 trains the head on the frozen backbone (on cached backbone features where valid).
+    Each later stage unfreezes backbone groups from the top and trains with warmup then cosine
+    decay, the group `k` steps below the head at `fine_tune_lr * lr_decay ** k`. Every stage
+    starts from the best weights so far, and the run ends with the best weights of all: if later
+    stages do not beat stage 1, the stage-1 weights are kept, and `fine_tune` says so.
+
+    Args:
+        model: keras.Model. A model from `tltk.build_classifier`; trained in place.
+        train: tf.data.Dataset. Batches of `(images, labels)` (raw pixels 0..255); labels are
+            class indexes, one-hot or multi-hot, as the model's output requires.
+        validation: tf.data.Dataset. Batches like `train`; chooses the weights.
+        head_epochs: int. Epochs of stage 1 (head only); `0` skips it. Defaults to `5`.
+        epochs: int. Epochs of all later stages together; `0` trains the head only.
+            Defaults to `10`.
+        unfreeze: str or list. `"gradual"`: one more group per stage, up to all of them (as many
+            stages as groups, or `epochs` if fewer, spread evenly over the groups); the last stage
+            gets half of `epochs`, the others share the rest. `"all"`: one stage with everything.
+            Or a list of stages, each a number of groups from the top, a list of group names, or
+            `"all"`, sharing `epochs` evenly (any remainder to the last). Defaults to `"gradual"`.
+        learning_rate: float. Peak rate of stage 1. Defaults to `1e-3`.
+        fine_tune_lr: float. Peak rate of the head in later stages. Defaults to `learning_rate / 2`
+            (as fastai's `fine_tune`).
+        lr_decay: float. Rate factor per group below the head, in (0, 1]. Defaults to `0.3`.
+        warmup: float. Fraction of each stage's steps spent warming up. Defaults to `0.1`.
+        weight_decay: float. Decoupled weight decay for `"adamw"` and `"sgd"`. Defaults to `1e-2`.
+        optimizer: str or keras.optimizers.Optimizer. `"adamw"`, `"adam"`, `"sgd"` (momentum
+            0.9), or an optimizer used as a template (its class and settings; the rate is
+            replaced). Defaults to `"adamw"`.
+        class_weight: dict. `{class_index: weight}`, passed to `fit`. Defaults to `None`.
+        early_stopping: bool or int. Stop a stage after this many epochs (`True`: 5) without
+            improvement of `monitor`, counted from the middle of the stage. Defaults to `True`.
+        callbacks: sequence. Extra Keras callbacks for every stage. In a cached stage they see the
+            head model. Defaults to `()`.
+        checkpoint_dir: str or Path. Folder for checkpoints: a killed run called again with the
+            same settings resumes where it stopped (a finished run just returns its result).
+            Defaults to `None`.
+        cache_features: bool. Train stage 1 on cached backbone features when the model allows
+            it (see `tltk.feature_cache`). Defaults to `True`.
+        augmented_views: int. With an augmentation layer, how many augmented views of the
+            training set stage 1 caches. Defaults to `4`.
+        train_bn: bool. Let BatchNorm layers of unfrozen groups train. Defaults to the model's
+            own setting (`build_classifier(train_bn=...)`).
+        loss: str or keras loss. Defaults to one chosen from the output activation and the labels
+            (see `tltk.objectives.objective`).
+        monitor: str. Validation metric that chooses the weights; `"val_loss"` is minimised,
+            anything else maximised. Defaults to `"val_accuracy"`.
+        verbose: int. 0 silent, 1 progress bars and stage lines, 2 one line per epoch.
+            Defaults to `1`.
+
+    Returns:
+        A `FineTuneResult`. The model itself is trained in place and left as the last stage set
+        it: those groups trainable, compiled with that stage's optimizer.
+
+    Example:
+
+    ```python
+    data = tltk.data.from_directory("photos", image_size=(224, 224))
+    model = tltk.build_classifier("mobilenet_v2", data.num_classes)
+    result = tltk.fine_tune(model, data.train, data.validation, head_epochs=5, epochs=10)
+    print(result.best_metric, result.best_stage)
+    ```
+    """
+    _check_args(train, validation, head_epochs, epochs, learning_rate, fine_tune_lr, lr_decay,
+                warmup, weight_decay, optimizer, early_stopping, callbacks, monitor)
+    fine_tune_lr = learning_rate / 2 if fine_tune_lr is None else fine_tune_lr
+    train_bn = getattr(model, "tltk_train_bn", False) if train_bn is None else train_bn
+    stages = ([[]] if head_epochs else []) + _plan(model, unfreeze, epochs)
+    stage_epochs = ([head_epochs] if head_epochs else []) + _split(epochs, len(stages) - bool(head_epochs),
+                                                                    gradual=unfreeze == "gradual")
+    steps = _steps_per_epoch(train)
+    fingerprint = {"stages": stages, "epochs": stage_epochs, "rates": [learning_rate, fine_tune_lr, lr_decay],
+                   "monitor": monitor, "train_bn": bool(train_bn), "weights": len(model.weights)}
+    mode = "min" if monitor.endswith("loss") else "max"
+    state = RunState.resume(fingerprint, len(stages), mode, checkpoint_dir)
+    if state.best_weights is not None:
+        model.set_weights(state.best_weights)
+    records = []
+    for index, (unfrozen, n_epochs) in enumerate(zip(stages, stage_epochs)):
+        freezing.freeze(model)
+        if unfrozen:
+            freezing.unfreeze(model, unfrozen, train_bn=train_bn)
+        peak = learning_rate if not unfrozen else fine_tune_lr
+        base = _optimizer(optimizer, warmup_cosine(peak, steps * n_epochs, warmup=warmup), weight_decay)
+        multipliers = decayed_multipliers(model, lr_decay)
+        cached = not unfrozen and cache_features and cut_layer(model) is not None
+        records.append({"unfrozen": list(unfrozen), "epochs": n_epochs, "cached": cached,
+                        "learning_rates": {g: peak * m for g, m in multipliers.items()}})
+        if index < state.completed:
+            continue
+        if verbose:
+            rates = ", ".join(f"{g} {r:.2g}" for g, r in records[-1]["learning_rates"].items())
+            print(f"Stage {index + 1}/{len(stages)}: {n_epochs} epoch(s), "
+                  f"{'cached features, ' if cached else ''}learning rates: {rates}")
+        fit_model, fit_train, fit_val, fit_steps = model, train, validation, None
+        if cached:
+            cache = FeatureCache(model, train, validation, views=augmented_views)
+            fit_model, fit_train, fit_val = cache.head, cache.train, cache.validation
+            fit_steps = cache.steps_per_epoch if cache.views > 1 else None
+        if unfrozen:
+            base = discriminative_optimizer(base, {g: m for g, m in multipliers.items() if m != 1}, model=model)
+        stage_loss, metrics = objective(model, train, loss=loss)
+        # On cached features a step is tiny: run a whole epoch per call to skip Python overhead.
+        fit_model.compile(optimizer=base, loss=stage_loss, metrics=metrics,
+                          steps_per_execution=cache.steps_per_epoch if cached else 1)
+        stage_callbacks = [BestTracker(model, state, index, monitor)]
+        if checkpoint_dir is not None:
+            backup = keras.callbacks.BackupAndRestore(f"{checkpoint_dir}/stage_{index + 1}")
+            stage_callbacks.insert(0, backup)
+        if early_stopping:
+            patience = 5 if early_stopping is True else early_stopping
+            # Not before mid-stage: the rate is still high then, and the cosine tail is where gains come.
+            stage_callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode,
+                                                                 start_from_epoch=n_epochs // 2))
+        fit_model.fit(fit_train, validation_data=fit_val, epochs=n_epochs, steps_per_epoch=fit_steps,
+                      class_weight=class_weight, callbacks=stage_callbacks + list(callbacks), shuffle=False,
+                      verbose=verbose)
+        if state.best_weights is not None:
+            model.set_weights(state.best_weights)
+        state.completed = index + 1
+        state.save()
+    if not model.compiled:  # only the cached head model was fitted
+        stage_loss, metrics = objective(model, train, loss=loss)
+        model.compile(optimizer=_optimizer(optimizer, learning_rate, weight_decay), loss=stage_loss, metrics=metrics)
+    return _result(model, state, records, monitor, head_stage=bool(head_epochs), verbose=verbose)
+
+
+def _result(model, state, records, monitor, *, head_stage, verbose):
+    if state.best_value is None:
+        raise ValueError(f"No epoch produced a valid {monitor!r} (every value was NaN): nothing to restore.")
+    histories = [{k: [logs[k] for logs in epochs] for k in (epochs[0] if epochs else {})}
+                 for epochs in state.histories]
+    stage1 = (max if state.mode == "max" else min)(histories[0][monitor]) if head_stage else None
+    restored = head_stage and len(records) > 1 and state.best_stage == 0
+    if restored and verbose:
+        print(f"Later stages did not improve {monitor} over stage 1 ({state.best_value:.4f}); "
+              "restored the stage-1 weights.")
+    return FineTuneResult(model, records, histories, monitor, state.best_value, state.best_stage + 1,
+                          state.best_epoch, stage1, restored)
+
+
+def _plan(model, unfreeze, epochs):
+    """The backbone groups unfrozen by each stage after the head stage."""
+    names = [g.name for g in freezing.layer_groups(model)][:-1]
+    if not epochs:
+        return []
+    if unfreeze == "gradual":
+        count = min(len(names), epochs)
+        return [names[len(names) - math.ceil(i * len(names) / count):] for i in range(1, count + 1)]
+    if unfreeze == "all":
+        return [names]
+    if not isinstance(unfreeze, (list, tuple)) or not unfreeze:
+        raise ValueError(f"`unfreeze` must be 'gradual', 'all' or a non-empty list of stages. Received: unfreeze={unfreeze!r}")
+    if len(unfreeze) > epochs:
+        raise ValueError(f"{len(unfreeze)} stages need at least as many `epochs`. Received: epochs={epochs}")
+    stages = []
+    for stage in unfreeze:
+        if stage == "all":
+            stages.append(names)
+        elif isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= len(names):
+            stages.append(names[len(names) - stage:])
+        elif isinstance(stage, (list, tuple)) and stage and all(s in names for s in stage):
+            stages.append([n for n in names if n in stage])
+        else:
+            raise ValueError(f"Each stage of `unfreeze` must be 1..{len(names)}, 'all' or a list of the group "
+                             f"names {names}. Received: {stage!r}")
+    return stages
+
+
+def _split(epochs, count, *, gradual):
+    """Epochs per stage: even, or for "gradual" half of them for the last stage (all unfrozen)."""
+    if gradual and count > 1:
+        each = max(1, epochs // (2 * (count - 1)))
+        return [each] * (count - 1) + [epochs - each * (count - 1)]
+    return [epochs // count + (i >= count - epochs % count) for i in range(count)] if count else []
+
+
+def _steps_per_epoch(train):
+    cardinality = int(train.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("`train` is infinite (repeated); pass one epoch of batches. Received: an infinite dataset")
+    if cardinality == tf.data.UNKNOWN_CARDINALITY:
+        cardinality = int(train.reduce(0, lambda count, _: count + 1))
+    if cardinality < 1:
+        raise ValueError("`train` is empty. Received: a dataset of 0 batches")
+    return cardinality
+
+
+def _optimizer(optimizer, schedule, weight_decay):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return type(optimizer).from_config({**optimizer.get_config(), "learning_rate": schedule})
+    decay = weight_decay or None
+    if optimizer == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    if optimizer == "adam":
+        return keras.optimizers.Adam(schedule)
+    return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=decay)
+
+
+def _check_args(train, validation, head_epochs, epochs, learning_rate, fine_tune_lr, lr_decay, warmup,
+                weight_decay, optimizer, early_stopping, callbacks, monitor):
+    for name, value in (("train", train), ("validation", validation)):
+        if not isinstance(value, tf.data.Dataset):
+            raise ValueError(f"`{name}` must be a tf.data.Dataset of (images, labels) batches. "
+                             f"Received: {name}={type(value).__name__}")
+    for name, value in (("head_epochs", head_epochs), ("epochs", epochs)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
+    if not head_epochs and not epochs:
+        raise ValueError("`head_epochs` and `epochs` are both 0: nothing to train. Received: head_epochs=0, epochs=0")
+    for name, value in (("learning_rate", learning_rate), ("fine_tune_lr", fine_tune_lr)):
+        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    if learning_rate is None:
+        raise ValueError("`learning_rate` must be a positive number. Received: learning_rate=None")
+    if not isinstance(lr_decay, numbers.Real) or not 0 < lr_decay <= 1:
+        raise ValueError(f"`lr_decay` must be in (0, 1]. Received: lr_decay={lr_decay!r}")
+    if not isinstance(warmup, numbers.Real) or not 0 <= warmup < 1:
+        raise ValueError(f"`warmup` must be in [0, 1). Received: warmup={warmup!r}")
+    if not isinstance(weight_decay, numbers.Real) or weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be a number >= 0. Received: weight_decay={weight_decay!r}")
+    if not isinstance(optimizer, keras.optimizers.Optimizer) and optimizer not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS} or a Keras optimizer. Received: optimizer={optimizer!r}")
+    if not isinstance(early_stopping, (bool, int)) or (early_stopping is not False and early_stopping < 1):
+        raise ValueError(f"`early_stopping` must be a bool or a patience >= 1. Received: early_stopping={early_stopping!r}")
+    if not all(isinstance(c, keras.callbacks.Callback) for c in callbacks):
+        raise ValueError(f"`callbacks` must be Keras callbacks. Received: callbacks={list(callbacks)!r}")
+    if not isinstance(monitor, str) or not monitor.startswith("val_"):
+        raise ValueError(f"`monitor` must name a validation metric such as 'val_accuracy'. Received: monitor={monitor!r}")
