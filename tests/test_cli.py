@@ -51,21 +51,23 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     small = tmp_path / "small"
     for label in ("0", "1", "7"):
         (small / label).mkdir(parents=True)
-        for png in sorted((digits / label).glob("*.png"))[:40]:
+        for png in sorted((digits / label).glob("*.png"))[:120]:
             shutil.copy(png, small / label / png.name)
     (small / "7" / "broken.png").write_bytes(b"not a png")
     run = tmp_path / "run"
     runner = CliRunner()
     result = runner.invoke(main, ["train", str(small), "--backbone", "tltk_glyphnet", "--weights", "tltk", "--out", str(run),
-                                  "--head-epochs", "15", "--learning-rate", "0.003", "--epochs", "1", "--quantize", "int8", "--quiet"])
+                                  "--head-epochs", "30", "--learning-rate", "0.003", "--epochs", "1", "--quantize", "int8", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "held-out accuracy" in result.output and "tflite int8" in result.output and "Skipped 1 unreadable file" in result.output
     tflite = run / "export" / "model_int8.tflite"
     assert tflite.exists() and (run / "model.keras").exists() and (run / "report" / "report.json").exists()
 
-    predicted = runner.invoke(main, ["predict", str(tflite), *map(str, sorted((digits / "7").glob("*.png"))[-3:])])
+    unseen_sevens = sorted((digits / "7").glob("*.png"))[-10:]  # not among the 120 trained on
+    predicted = runner.invoke(main, ["predict", str(tflite), *map(str, unseen_sevens)])
     assert predicted.exit_code == 0, predicted.output
-    assert [line.split(": ")[1].split()[0] for line in predicted.output.strip().splitlines()] == ["7", "7", "7"]
+    top = [line.split(": ")[1].split()[0] for line in predicted.output.strip().splitlines()]
+    assert len(top) == 10 and top.count("7") >= 8
 
     evaluated = runner.invoke(main, ["evaluate", str(tflite), str(small), "--out", str(tmp_path / "eval")])
     assert evaluated.exit_code == 0, evaluated.output

@@ -82,6 +82,15 @@ def test_shipped_weights_load_and_match_their_checksum():
     assert not np.allclose(kernel, random.get_layer("stem_conv").kernel.numpy())
 
 
+def test_pretrained_classifier_saves_and_reloads(tmp_path):
+    model = tltk.build_classifier("tltk_glyphnet", 3, weights="tltk", input_shape=(40, 40, 3))
+    images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3)).astype("uint8")
+    model.save(tmp_path / "glyph.keras")
+    reloaded = keras.models.load_model(tmp_path / "glyph.keras", safe_mode=True)
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
+
+
 def test_corrupt_or_missing_weights_fail_with_a_clear_error(tmp_path, monkeypatch):
     for name in (glyphnet.WEIGHTS_FILE, glyphnet.MANIFEST_FILE):
         shutil.copy(glyphnet.WEIGHTS_DIR / name, tmp_path / name)

@@ -27,7 +27,7 @@ def digit_image(counts, *, size=32):
     Example:
 
     >>> import numpy as np
-    >>> digit_image(np.full((8, 8), 16), size=16).min()
+    >>> int(digit_image(np.full((8, 8), 16), size=16).min())
     255
     """
     counts = np.asarray(counts, dtype="float32")
@@ -37,7 +37,7 @@ def digit_image(counts, *, size=32):
             f"Received: shape={counts.shape}, range=({counts.min()}, {counts.max()})"
         )
     _check_size(size)
-    image = Image.fromarray(np.round(counts * (255 / 16)).astype("uint8"), mode="L")
+    image = Image.fromarray(np.round(counts * (255 / 16)).astype("uint8"))
     if size != 8:
         image = image.resize((size, size), Image.BILINEAR)
     return np.asarray(image)
@@ -80,7 +80,7 @@ def digits(path, *, size=32):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        Image.fromarray(digit_image(counts, size=size), mode="L").save(partial, format="PNG")
+        Image.fromarray(digit_image(counts, size=size)).save(partial, format="PNG")
         os.replace(partial, target)
     return root
 

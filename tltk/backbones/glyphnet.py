@@ -1,9 +1,9 @@
 """GlyphNet: a small convolutional backbone that ships with tltk, pretrained offline.
 
 No model hub is needed to show transfer learning: `scripts/pretrain_demo_backbone.py` pretrains
-GlyphNet on letters rendered from matplotlib's fonts, and the weights file it writes ships inside
-the package (`tltk/weights/tltk_glyphnet.weights.h5`), checked against the SHA-256 recorded
-beside it.
+GlyphNet on characters rendered from matplotlib's fonts (letters, Greek, Cyrillic and symbols; no
+digits, nor characters that look like one), and the weights file it writes ships inside the
+package (`tltk/weights/tltk_glyphnet.weights.h5`), checked against the SHA-256 recorded beside it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ WEIGHTS_FILE = f"{NAME}.weights.h5"
 MANIFEST_FILE = f"{NAME}.json"
 REGENERATE = "python scripts/pretrain_demo_backbone.py"
 DEFAULT_INPUT_SIZE = (32, 32)
-# (group, filters): a stride-2 stem, three conv blocks, a 1x1 "top" conv giving the features.
+# Filters: a stride-2 stem, three blocks of two 3x3 convs, a 1x1 "top" conv giving the features.
 STEM_FILTERS = 32
 BLOCK_FILTERS = (32, 64, 128)
 TOP_FILTERS = 256
@@ -50,6 +50,9 @@ def glyphnet(input_shape=None, *, weights="tltk"):
     (None, 6, 6, 256)
     >>> glyphnet((32, 32, 1), weights=None).count_params() > 300_000
     True
+
+    In a classifier, through the registry: `tltk.build_classifier("tltk_glyphnet", 10,
+    weights="tltk")`.
     """
     input_shape = tuple(input_shape or (*DEFAULT_INPUT_SIZE, 3))
     if len(input_shape) != 3 or any(d is not None and d < 1 for d in input_shape):
@@ -148,6 +151,6 @@ SPEC = register_backbone(
         + (("top", "^top_"),),
         weights=("tltk",),
         aliases=("glyphnet",),
-        description="Small CNN shipped with tltk, pretrained offline on rendered letters (32x32).",
+        description="Small CNN shipped with tltk, pretrained offline on rendered characters.",
     )
 )
