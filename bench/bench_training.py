@@ -17,7 +17,9 @@ as a user's data would. Two figures, printed and written to `bench/results/train
    head-only training (`fine_tune(head_epochs=40, epochs=0)`), naive full fine-tuning at the head's
    learning rate (everything trainable from the start, Adam, constant rate, the weights of the last
    epoch; once with BatchNorm frozen as tltk does, once with BatchNorm training as plain
-   `model.trainable = True` gives), and `fine_tune` (settings in `FINE_TUNE`).
+   `model.trainable = True` gives), and `fine_tune` (`FINE_TUNE`, otherwise its defaults).
+   Under two rate protocols: the head's rate from `find_lr` on the frozen model (per seed), and
+   one fixed rate, 3e-3, for every method (a rate that also suits training the whole network).
 
 Usage:
 
@@ -45,11 +47,13 @@ import tensorflow as tf  # noqa: E402
 import tltk  # noqa: E402
 from tltk.backbones import glyphnet  # noqa: E402
 from tltk.datasets import digits  # noqa: E402
+from tltk.lr_finder import find_lr  # noqa: E402
 from tltk.schedules import warmup_cosine  # noqa: E402
 from tltk.training import fine_tune  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "training.json"
-LEARNING_RATE = 3e-3
+LEARNING_RATE = 3e-3  # stage 1 in the timing runs
+FIXED_LR = 3e-3
 TIMING_EPOCHS = 10
 TIMING_REPEATS = 3
 TIMING_SIZES = (32, 64)
@@ -130,13 +134,30 @@ def few_shot_split(pool_x, pool_y, seed):
     return train_ds, val_ds
 
 
-def naive(seed, train, val, *, train_bn):
+def naive(seed, train, val, *, learning_rate, train_bn):
     model = pretrained(seed)
     tltk.unfreeze(model, "all", train_bn=train_bn)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy",
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     history = model.fit(train, validation_data=val, epochs=TOTAL_EPOCHS, verbose=0)
     return model, history.history["val_accuracy"][-1]
+
+
+def transfer_seed(seed, train, val, test, learning_rate):
+    row = {"seed": seed, "learning_rate": learning_rate}
+    model = pretrained(seed)
+    result = fine_tune(model, train, val, head_epochs=TOTAL_EPOCHS, epochs=0, learning_rate=learning_rate, verbose=0)
+    row["head_only"] = {"test": test(model), "validation": result.best_metric}
+    for name, train_bn in (("naive_bn_frozen", False), ("naive_bn_training", True)):
+        model, val_acc = naive(seed, train, val, learning_rate=learning_rate, train_bn=train_bn)
+        row[name] = {"test": test(model), "validation": val_acc}
+    model = pretrained(seed)
+    result = fine_tune(model, train, val, learning_rate=learning_rate, verbose=0, **FINE_TUNE)
+    row["fine_tune"] = {"test": test(model), "validation": result.best_metric, "best_stage": result.best_stage,
+                        "restored_stage1": result.restored_stage1}
+    print(f"    seed {seed}, learning rate {learning_rate:.3g}: "
+          + ", ".join(f"{k} {v['test']:.4f}" for k, v in row.items() if isinstance(v, dict)))
+    return row
 
 
 def transfer(root):
@@ -144,29 +165,23 @@ def transfer(root):
                                     batch_size=256)
     pool_x, pool_y = arrays(data.train)
     test_x, test_y = arrays(data.test)
-    rows = []
-    for seed in SEEDS:
-        train, val = few_shot_split(pool_x, pool_y, seed)
-        test = lambda m: float(np.mean(np.argmax(m.predict(test_x, batch_size=256, verbose=0), 1) == test_y))  # noqa: E731
-        row = {"seed": seed}
-        model = pretrained(seed)
-        result = fine_tune(model, train, val, head_epochs=TOTAL_EPOCHS, epochs=0, learning_rate=LEARNING_RATE, verbose=0)
-        row["head_only"] = {"test": test(model), "validation": result.best_metric}
-        for name, train_bn in (("naive_bn_frozen", False), ("naive_bn_training", True)):
-            model, val_acc = naive(seed, train, val, train_bn=train_bn)
-            row[name] = {"test": test(model), "validation": val_acc}
-        model = pretrained(seed)
-        result = fine_tune(model, train, val, learning_rate=LEARNING_RATE, verbose=0, **FINE_TUNE)
-        row["fine_tune"] = {"test": test(model), "validation": result.best_metric, "best_stage": result.best_stage,
-                            "restored_stage1": result.restored_stage1}
-        print("  seed {}: ".format(seed) + ", ".join(f"{k} {v['test']:.4f}" for k, v in row.items() if k != "seed"))
-        rows.append(row)
-    methods = [k for k in rows[0] if k != "seed"]
-    mean = {m: {s: round(float(np.mean([r[m][s] for r in rows])), 4) for s in ("test", "validation")} for m in methods}
-    print("  mean test accuracy: " + ", ".join(f"{m} {mean[m]['test']:.4f}" for m in methods))
+    test = lambda m: float(np.mean(np.argmax(m.predict(test_x, batch_size=256, verbose=0), 1) == test_y))  # noqa: E731
+    protocols = {}
+    for protocol in ("head_lr_from_find_lr", "fixed_lr"):
+        print(f"  {protocol}:")
+        rows = []
+        for seed in SEEDS:
+            train, val = few_shot_split(pool_x, pool_y, seed)
+            # The head's rate: find_lr's suggestion on the frozen model, or one fixed rate for everything.
+            rate = find_lr(pretrained(seed), train).suggestion if protocol == "head_lr_from_find_lr" else FIXED_LR
+            rows.append(transfer_seed(seed, train, val, test, rate))
+        methods = [k for k, v in rows[0].items() if isinstance(v, dict)]
+        mean = {m: {s: round(float(np.mean([r[m][s] for r in rows])), 4) for s in ("test", "validation")}
+                for m in methods}
+        print("    mean test accuracy: " + ", ".join(f"{m} {mean[m]['test']:.4f}" for m in methods))
+        protocols[protocol] = {"seeds": rows, "mean": mean}
     return {"train_per_class": SHOTS, "validation_per_class": VALIDATION_SHOTS, "test_images": len(test_y),
-            "epochs": TOTAL_EPOCHS, "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE,
-            "fine_tune_settings": FINE_TUNE, "seeds": rows, "mean": mean}
+            "epochs": TOTAL_EPOCHS, "batch_size": BATCH_SIZE, "fine_tune_settings": FINE_TUNE, **protocols}
 
 
 def main():

@@ -74,7 +74,7 @@ def build_classifier(
     """
     spec, custom = _resolve_backbone(backbone)
     input_shape = _check_input_shape(spec, custom, input_shape)
-    units = check_head_args(
+    units, activation = check_head_args(
         num_classes=num_classes,
         pooling=pooling,
         dropout=dropout,
@@ -82,11 +82,6 @@ def build_classifier(
         multi_label=multi_label,
         classifier_activation=classifier_activation,
     )
-    activation = classifier_activation
-    if multi_label and activation == "softmax":
-        activation = "sigmoid"
-    if activation == "linear":
-        activation = None
     weights_path = _check_weights(spec, custom, weights)
 
     if custom is not None:

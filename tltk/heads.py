@@ -11,7 +11,12 @@ POOL_NAME = "pool"
 
 
 def check_head_args(*, num_classes, pooling, dropout, hidden_units, multi_label, classifier_activation):
-    """Validates head arguments before anything is built; raises `ValueError` naming the argument."""
+    """Validates head arguments before anything is built; raises `ValueError` naming the argument.
+
+    Returns:
+        `(hidden_units, activation)`: the hidden widths as a tuple, and the output activation
+        (`"sigmoid"` for a multi-label model left at `"softmax"`; `None` for logits).
+    """
     minimum = 1 if multi_label else 2
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < minimum:
         kind = "multi-label" if multi_label else "single-label"
@@ -31,7 +36,10 @@ def check_head_args(*, num_classes, pooling, dropout, hidden_units, multi_label,
             "`classifier_activation` must be 'softmax', 'sigmoid', 'linear' or None. "
             f"Received: classifier_activation={classifier_activation!r}"
         )
-    return units
+    activation = classifier_activation
+    if multi_label and activation == "softmax":
+        activation = "sigmoid"
+    return units, (None if activation == "linear" else activation)
 
 
 def classification_head(

@@ -99,7 +99,7 @@ def build_text_classifier(
     model.fit(tf.data.Dataset.from_tensor_slices((texts, labels)).batch(16), epochs=5)
     ```
     """
-    units = check_head_args(
+    units, activation = check_head_args(
         num_classes=num_classes,
         pooling="avg",
         dropout=dropout,
@@ -107,11 +107,6 @@ def build_text_classifier(
         multi_label=multi_label,
         classifier_activation=classifier_activation,
     )
-    activation = classifier_activation
-    if multi_label and activation == "softmax":
-        activation = "sigmoid"
-    if activation == "linear":
-        activation = None
     inputs = keras.Input((), dtype="string", name=INPUT_NAME)
     hub_spec = _hub_spec(preset)
     if hub_spec is not None:
