@@ -62,37 +62,60 @@ SHOTS = 10
 VALIDATION_SHOTS = 10
 BATCH_SIZE = 16
 TOTAL_EPOCHS = 40
-FINE_TUNE = dict(head_epochs=5, epochs=35)  # and the defaults: unfreeze="gradual", lr_decay=0.3, fine_tune_lr=lr/2
+FINE_TUNE = dict(
+    head_epochs=5, epochs=35
+)  # and the defaults: unfreeze="gradual", lr_decay=0.3, fine_tune_lr=lr/2
 
 
 def pretrained(seed, input_size=32):
     keras.utils.set_random_seed(seed)
-    return tltk.build_classifier(glyphnet.NAME, 10, input_shape=(input_size, input_size, 3), weights="tltk")
+    return tltk.build_classifier(
+        glyphnet.NAME, 10, input_shape=(input_size, input_size, 3), weights="tltk"
+    )
 
 
 def plain_fit(data):
-    """`model.fit` on the frozen model, as fine_tune's stage 1 would train it but without the cache."""
+    """`model.fit` on the frozen model, as fine_tune's stage 1 trains it but without the cache."""
     model = pretrained(0, data.image_size[0])
     steps = int(data.train.cardinality())
     schedule = warmup_cosine(LEARNING_RATE, steps * TIMING_EPOCHS, warmup=0.1)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-2),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(data.train, validation_data=data.validation, epochs=TIMING_EPOCHS, verbose=0)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-2),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        data.train, validation_data=data.validation, epochs=TIMING_EPOCHS, verbose=0
+    )
     return history.history["val_accuracy"][-1]
 
 
 def stage_one(data, cache):
     model = pretrained(0, data.image_size[0])
-    result = fine_tune(model, data.train, data.validation, head_epochs=TIMING_EPOCHS, epochs=0,
-                       learning_rate=LEARNING_RATE, cache_features=cache, early_stopping=False, verbose=0)
+    result = fine_tune(
+        model,
+        data.train,
+        data.validation,
+        head_epochs=TIMING_EPOCHS,
+        epochs=0,
+        learning_rate=LEARNING_RATE,
+        cache_features=cache,
+        early_stopping=False,
+        verbose=0,
+    )
     assert result.stages[0]["cached"] is cache
     return result.histories[0]["val_accuracy"][-1]
 
 
 def timing(root, size):
-    data = tltk.data.from_directory(root, image_size=(size, size), validation_split=0.2, seed=0, batch_size=32)
-    runs = {"model.fit": lambda: plain_fit(data), "fine_tune cached": lambda: stage_one(data, True),
-            "fine_tune uncached": lambda: stage_one(data, False)}
+    data = tltk.data.from_directory(
+        root, image_size=(size, size), validation_split=0.2, seed=0, batch_size=32
+    )
+    runs = {
+        "model.fit": lambda: plain_fit(data),
+        "fine_tune cached": lambda: stage_one(data, True),
+        "fine_tune uncached": lambda: stage_one(data, False),
+    }
     seconds, accuracy = {k: [] for k in runs}, {}
     for _ in range(TIMING_REPEATS):
         for name, run in runs.items():
@@ -109,12 +132,18 @@ def timing(root, size):
         "median_seconds": {k: round(v, 2) for k, v in median.items()},
         "speedup_vs_model_fit": round(median["model.fit"] / median["fine_tune cached"], 2),
         "last_epoch_val_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
-        "accuracy_gap_points": round(100 * abs(accuracy["model.fit"] - accuracy["fine_tune cached"]), 2),
+        "accuracy_gap_points": round(
+            100 * abs(accuracy["model.fit"] - accuracy["fine_tune cached"]), 2
+        ),
     }
-    print(f"  {size}x{size}: model.fit {median['model.fit']:.1f} s (val {accuracy['model.fit']:.4f}), "
-          f"cached {median['fine_tune cached']:.1f} s (val {accuracy['fine_tune cached']:.4f}), "
-          f"uncached fine_tune {median['fine_tune uncached']:.1f} s: "
-          f"{record['speedup_vs_model_fit']:.1f}x faster, {record['accuracy_gap_points']:.2f} points apart")
+    print(
+        f"  {size}x{size}: model.fit {median['model.fit']:.1f} s "
+        f"(val {accuracy['model.fit']:.4f}), "
+        f"cached {median['fine_tune cached']:.1f} s (val {accuracy['fine_tune cached']:.4f}), "
+        f"uncached fine_tune {median['fine_tune uncached']:.1f} s: "
+        f"{record['speedup_vs_model_fit']:.1f}x faster, "
+        f"{record['accuracy_gap_points']:.2f} points apart"
+    )
     return record
 
 
@@ -125,7 +154,10 @@ def arrays(dataset):
 
 def few_shot_split(pool_x, pool_y, seed):
     rng = np.random.default_rng(seed)
-    picked = [rng.choice(np.flatnonzero(pool_y == c), SHOTS + VALIDATION_SHOTS, replace=False) for c in range(10)]
+    picked = [
+        rng.choice(np.flatnonzero(pool_y == c), SHOTS + VALIDATION_SHOTS, replace=False)
+        for c in range(10)
+    ]
     train = np.concatenate([p[:SHOTS] for p in picked])
     val = np.concatenate([p[SHOTS:] for p in picked])
     train_ds = tf.data.Dataset.from_tensor_slices((pool_x[train], pool_y[train]))
@@ -137,8 +169,11 @@ def few_shot_split(pool_x, pool_y, seed):
 def naive(seed, train, val, *, learning_rate, train_bn):
     model = pretrained(seed)
     tltk.unfreeze(model, "all", train_bn=train_bn)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     history = model.fit(train, validation_data=val, epochs=TOTAL_EPOCHS, verbose=0)
     return model, history.history["val_accuracy"][-1]
 
@@ -146,52 +181,95 @@ def naive(seed, train, val, *, learning_rate, train_bn):
 def transfer_seed(seed, train, val, test, learning_rate):
     row = {"seed": seed, "learning_rate": learning_rate}
     model = pretrained(seed)
-    result = fine_tune(model, train, val, head_epochs=TOTAL_EPOCHS, epochs=0, learning_rate=learning_rate, verbose=0)
+    result = fine_tune(
+        model,
+        train,
+        val,
+        head_epochs=TOTAL_EPOCHS,
+        epochs=0,
+        learning_rate=learning_rate,
+        verbose=0,
+    )
     row["head_only"] = {"test": test(model), "validation": result.best_metric}
     for name, train_bn in (("naive_bn_frozen", False), ("naive_bn_training", True)):
         model, val_acc = naive(seed, train, val, learning_rate=learning_rate, train_bn=train_bn)
         row[name] = {"test": test(model), "validation": val_acc}
     model = pretrained(seed)
     result = fine_tune(model, train, val, learning_rate=learning_rate, verbose=0, **FINE_TUNE)
-    row["fine_tune"] = {"test": test(model), "validation": result.best_metric, "best_stage": result.best_stage,
-                        "restored_stage1": result.restored_stage1}
-    print(f"    seed {seed}, learning rate {learning_rate:.3g}: "
-          + ", ".join(f"{k} {v['test']:.4f}" for k, v in row.items() if isinstance(v, dict)))
+    row["fine_tune"] = {
+        "test": test(model),
+        "validation": result.best_metric,
+        "best_stage": result.best_stage,
+        "restored_stage1": result.restored_stage1,
+    }
+    print(
+        f"    seed {seed}, learning rate {learning_rate:.3g}: "
+        + ", ".join(f"{k} {v['test']:.4f}" for k, v in row.items() if isinstance(v, dict))
+    )
     return row
 
 
 def transfer(root):
-    data = tltk.data.from_directory(root, image_size=(32, 32), validation_split=0.0, test_split=0.3, seed=0,
-                                    batch_size=256)
+    data = tltk.data.from_directory(
+        root, image_size=(32, 32), validation_split=0.0, test_split=0.3, seed=0, batch_size=256
+    )
     pool_x, pool_y = arrays(data.train)
     test_x, test_y = arrays(data.test)
-    test = lambda m: float(np.mean(np.argmax(m.predict(test_x, batch_size=256, verbose=0), 1) == test_y))  # noqa: E731
+    test = lambda m: float(
+        np.mean(np.argmax(m.predict(test_x, batch_size=256, verbose=0), 1) == test_y)
+    )  # noqa: E731
     protocols = {}
     for protocol in ("head_lr_from_find_lr", "fixed_lr"):
         print(f"  {protocol}:")
         rows = []
         for seed in SEEDS:
             train, val = few_shot_split(pool_x, pool_y, seed)
-            # The head's rate: find_lr's suggestion on the frozen model, or one fixed rate for everything.
-            rate = find_lr(pretrained(seed), train).suggestion if protocol == "head_lr_from_find_lr" else FIXED_LR
+            # The head's rate: find_lr's suggestion on the frozen model, or one fixed rate.
+            rate = (
+                find_lr(pretrained(seed), train).suggestion
+                if protocol == "head_lr_from_find_lr"
+                else FIXED_LR
+            )
             rows.append(transfer_seed(seed, train, val, test, rate))
         methods = [k for k, v in rows[0].items() if isinstance(v, dict)]
-        mean = {m: {s: round(float(np.mean([r[m][s] for r in rows])), 4) for s in ("test", "validation")}
-                for m in methods}
+        mean = {
+            m: {
+                s: round(float(np.mean([r[m][s] for r in rows])), 4) for s in ("test", "validation")
+            }
+            for m in methods
+        }
         print("    mean test accuracy: " + ", ".join(f"{m} {mean[m]['test']:.4f}" for m in methods))
         protocols[protocol] = {"seeds": rows, "mean": mean}
-    return {"train_per_class": SHOTS, "validation_per_class": VALIDATION_SHOTS, "test_images": len(test_y),
-            "epochs": TOTAL_EPOCHS, "batch_size": BATCH_SIZE, "fine_tune_settings": FINE_TUNE, **protocols}
+    return {
+        "train_per_class": SHOTS,
+        "validation_per_class": VALIDATION_SHOTS,
+        "test_images": len(test_y),
+        "epochs": TOTAL_EPOCHS,
+        "batch_size": BATCH_SIZE,
+        "fine_tune_settings": FINE_TUNE,
+        **protocols,
+    }
 
 
 def main():
     start = time.perf_counter()
-    record = {"command": "python bench/bench_training.py", "cpu_count": os.cpu_count(),
-              "tensorflow": tf.__version__, "keras": keras.__version__}
+    record = {
+        "command": "python bench/bench_training.py",
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"cached stage 1 vs model.fit on the frozen model, {TIMING_EPOCHS} epochs (median of {TIMING_REPEATS}):")
-        record["cached_stage_1"] = [timing(digits(pathlib.Path(tmp) / str(s), size=s), s) for s in TIMING_SIZES]
-        print(f"demo transfer task ({SHOTS} digits per class, {TOTAL_EPOCHS} epochs, seeds {SEEDS}):")
+        print(
+            f"cached stage 1 vs model.fit on the frozen model, {TIMING_EPOCHS} epochs "
+            f"(median of {TIMING_REPEATS}):"
+        )
+        record["cached_stage_1"] = [
+            timing(digits(pathlib.Path(tmp) / str(s), size=s), s) for s in TIMING_SIZES
+        ]
+        print(
+            f"demo transfer task ({SHOTS} digits per class, {TOTAL_EPOCHS} epochs, seeds {SEEDS}):"
+        )
         record["transfer"] = transfer(pathlib.Path(tmp) / "32")
     record["seconds_total"] = round(time.perf_counter() - start, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

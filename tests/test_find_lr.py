@@ -1,4 +1,4 @@
-"""`tltk.find_lr`: the learning-rate range test leaves the model as it was and suggests a rate that trains."""
+"""`find_lr`: the range test leaves the model as it was and suggests a rate that trains."""
 
 import keras
 import numpy as np
@@ -24,7 +24,9 @@ def test_range_test_restores_every_weight_and_saves_a_plot(tmp_path):
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
     compiled_optimizer, before = model.optimizer, _state(model)
 
-    result = find_lr(model, train, min_lr=1e-5, max_lr=10.0, steps=60, plot_path=tmp_path / "lr.png")
+    result = find_lr(
+        model, train, min_lr=1e-5, max_lr=10.0, steps=60, plot_path=tmp_path / "lr.png"
+    )
 
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -51,8 +53,11 @@ def test_suggested_rate_trains_the_head():
     train, val = datasets()
     model = _model()
     result = find_lr(model, train, min_lr=1e-5, max_lr=10.0, steps=60)
-    model.compile(optimizer=keras.optimizers.AdamW(result.suggestion), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.AdamW(result.suggestion),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(train, epochs=12, shuffle=False, verbose=0)
     assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] >= 0.8  # chance is 0.33
 

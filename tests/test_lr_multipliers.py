@@ -1,4 +1,4 @@
-"""Discriminative learning rates: one step at multiplier m is one step at lr * m, on any optimizer."""
+"""Discriminative learning rates: a step at multiplier m is a step at lr * m, on any optimizer."""
 
 import keras
 import numpy as np
@@ -18,7 +18,10 @@ OPTIMIZERS = {
 
 
 def _variables(rng):
-    return {name: rng.normal(size=(4, 3)).astype("float32") for name in ("scaled_kernel", "plain_kernel")}
+    return {
+        name: rng.normal(size=(4, 3)).astype("float32")
+        for name in ("scaled_kernel", "plain_kernel")
+    }
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -27,7 +30,11 @@ def test_steps_with_multiplier_equal_steps_of_an_optimizer_at_the_scaled_rate(na
     rng = np.random.default_rng(0)
     init, m = _variables(rng), 0.3
     grads = [[rng.normal(size=(4, 3)).astype("float32") for _ in range(2)] for _ in range(3)]
-    lr = (lambda f: warmup_cosine(0.1 * f, 10, warmup=0.2)) if rate == "schedule" else (lambda f: 0.1 * f)
+    lr = (
+        (lambda f: warmup_cosine(0.1 * f, 10, warmup=0.2))
+        if rate == "schedule"
+        else (lambda f: 0.1 * f)
+    )
 
     multi = discriminative_optimizer(OPTIMIZERS[name](lr(1)), {"scaled_.*": m})
     together = [keras.Variable(init[k], name=k) for k in init]
@@ -61,7 +68,7 @@ def _model(**kwargs):
 
 
 def test_group_names_reach_the_right_variables_in_fit():
-    """One SGD step through `fit`: top moves by lr*0.3*grad, block2 by lr*0.09*grad, head by lr*grad."""
+    """One SGD step in `fit`: top moves by lr*0.3*grad, block2 by lr*0.09*grad, head by lr*grad."""
     x, y = shapes(32, 0)
     model, lr = _model(), 0.05
     multipliers = decayed_multipliers(model, 0.3)
@@ -72,8 +79,10 @@ def test_group_names_reach_the_right_variables_in_fit():
     grads = dict(zip([v.path for v in variables], tape.gradient(loss, variables)))
     before = {v.path: v.numpy() for v in variables}
 
-    model.compile(optimizer=discriminative_optimizer(keras.optimizers.SGD(lr), multipliers, model=model),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=discriminative_optimizer(keras.optimizers.SGD(lr), multipliers, model=model),
+        loss="sparse_categorical_crossentropy",
+    )
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
 
     groups = {l.name: g.name for g in tltk.layer_groups(model) for l in g.layers}
@@ -87,8 +96,10 @@ def test_compiled_model_saves_and_reloads_with_its_multipliers(tmp_path):
     x, y = shapes(32, 0)
     model = _model()
     base = keras.optimizers.AdamW(warmup_cosine(1e-3, 20), weight_decay=0.01)
-    model.compile(optimizer=discriminative_optimizer(base, decayed_multipliers(model, 0.3), model=model),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=discriminative_optimizer(base, decayed_multipliers(model, 0.3), model=model),
+        loss="sparse_categorical_crossentropy",
+    )
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")  # safe mode
@@ -108,9 +119,18 @@ def test_compiled_model_saves_and_reloads_with_its_multipliers(tmp_path):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda m: discriminative_optimizer(keras.optimizers.SGD(0.1), {"nope": 0.5}, model=m), "Unknown layer group"),
-        (lambda m: discriminative_optimizer(keras.optimizers.SGD(0.1), {"top": 0}, model=m), "positive"),
-        (lambda m: discriminative_optimizer(keras.optimizers.SGD(0.1), [("top", 0.5)]), "must be a dict"),
+        (
+            lambda m: discriminative_optimizer(keras.optimizers.SGD(0.1), {"nope": 0.5}, model=m),
+            "Unknown layer group",
+        ),
+        (
+            lambda m: discriminative_optimizer(keras.optimizers.SGD(0.1), {"top": 0}, model=m),
+            "positive",
+        ),
+        (
+            lambda m: discriminative_optimizer(keras.optimizers.SGD(0.1), [("top", 0.5)]),
+            "must be a dict",
+        ),
         (lambda m: discriminative_optimizer(m.optimizer, {"top": 0.5}), "plain Keras optimizer"),
         (lambda m: decayed_multipliers(m, 0), "lr_decay"),
         (lambda m: scaled_optimizer("adam", 0.5), "optimizer"),
@@ -118,7 +138,10 @@ def test_compiled_model_saves_and_reloads_with_its_multipliers(tmp_path):
 )
 def test_bad_arguments_raise(call, match):
     model = _model()
-    model.compile(optimizer=discriminative_optimizer(keras.optimizers.SGD(0.1), {"top": 0.5}, model=model), loss="mse")
+    model.compile(
+        optimizer=discriminative_optimizer(keras.optimizers.SGD(0.1), {"top": 0.5}, model=model),
+        loss="mse",
+    )
     with pytest.raises(ValueError, match=match):
         call(model)
 

@@ -1,4 +1,4 @@
-"""`tltk.training.fine_tune`: learning, frozen layers, the BatchNorm policy, the stage-1 rule, resuming."""
+"""`fine_tune`: learning, frozen layers, the BatchNorm policy, the stage-1 rule, resuming."""
 
 import keras
 import numpy as np
@@ -13,8 +13,21 @@ from tltk.training import fine_tune
 def _cnn(input_shape, weights):
     inputs = keras.Input(input_shape)
     x = inputs
-    for group, filters, strides, size in (("stem", 8, 1, 3), ("block1", 16, 2, 3), ("block2", 32, 2, 3), ("top", 32, 1, 1)):
-        x = keras.layers.Conv2D(filters, size, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{group}_conv")(x)
+    for group, filters, strides, size in (
+        ("stem", 8, 1, 3),
+        ("block1", 16, 2, 3),
+        ("block2", 32, 2, 3),
+        ("top", 32, 1, 1),
+    ):
+        x = keras.layers.Conv2D(
+            filters,
+            size,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name=f"{group}_conv",
+        )(x)
         x = keras.layers.BatchNormalization(name=f"{group}_bn")(x)
         x = keras.layers.ReLU(name=f"{group}_relu")(x)
     return keras.Model(inputs, x, name="test_training_cnn")
@@ -40,7 +53,7 @@ COLOURS = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230]], "float32")
 
 
 def shapes(n, seed, size=32):
-    """Red squares, green disks and blue crosses at random places on dark noise: 3 learnable classes."""
+    """Red squares, green disks and blue crosses at random places on dark noise: 3 classes."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     images = rng.normal(60, 20, (n, size, size, 3)).astype("float32")
@@ -49,7 +62,11 @@ def shapes(n, seed, size=32):
         r = rng.integers(8, 13)
         cy, cx = rng.integers(r, size - r, 2)
         dy, dx = abs(yy - cy), abs(xx - cx)
-        mask = [(dy <= r) & (dx <= r), dy**2 + dx**2 <= r * r, ((dy <= r // 3) & (dx <= r)) | ((dx <= r // 3) & (dy <= r))]
+        mask = [
+            (dy <= r) & (dx <= r),
+            dy**2 + dx**2 <= r * r,
+            ((dy <= r // 3) & (dx <= r)) | ((dx <= r // 3) & (dy <= r)),
+        ]
         image[mask[label]] = COLOURS[label] + rng.normal(0, 15, 3)
     return images.clip(0, 255), labels.astype("int32")
 
@@ -74,7 +91,11 @@ class Snapshots(keras.callbacks.Callback):
         self.target, self.begin, self.end = target, [], []
 
     def _copy(self):
-        return {f"{layer.name}/{i}": np.array(w.numpy()) for layer in _leaves(self.target) for i, w in enumerate(layer.weights)}
+        return {
+            f"{layer.name}/{i}": np.array(w.numpy())
+            for layer in _leaves(self.target)
+            for i, w in enumerate(layer.weights)
+        }
 
     def on_train_begin(self, logs=None):
         self.begin.append(self._copy())
@@ -98,7 +119,9 @@ FAST = dict(learning_rate=3e-2, early_stopping=False, verbose=0)
 def test_fine_tune_learns_and_reports_each_stage():
     train, val = datasets()
     model = build()
-    result = fine_tune(model, train, val, head_epochs=8, epochs=4, unfreeze=[1, 2], fine_tune_lr=3e-3, **FAST)
+    result = fine_tune(
+        model, train, val, head_epochs=8, epochs=4, unfreeze=[1, 2], fine_tune_lr=3e-3, **FAST
+    )
 
     assert result.model is model
     assert result.best_metric >= 0.8  # chance is 0.33
@@ -106,11 +129,15 @@ def test_fine_tune_learns_and_reports_each_stage():
     assert [len(h["val_accuracy"]) for h in result.histories] == [8, 2, 2]
     assert result.stages[0]["cached"] and not result.stages[1]["cached"]
     assert result.stages[0]["learning_rates"] == {"head": 3e-2}
-    assert result.stages[2]["learning_rates"] == pytest.approx({"head": 3e-3, "top": 9e-4, "block2": 2.7e-4})
+    assert result.stages[2]["learning_rates"] == pytest.approx(
+        {"head": 3e-3, "top": 9e-4, "block2": 2.7e-4}
+    )
     best = max((v, -s) for s, h in enumerate(result.histories) for v in h["val_accuracy"])
     assert (result.best_metric, result.best_stage) == (best[0], 1 - best[1])
     assert result.stage1_metric == max(result.histories[0]["val_accuracy"])
-    assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(result.best_metric)
+    assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
+        result.best_metric
+    )
 
 
 def test_gradual_unfreezes_one_more_group_per_stage_spread_over_epochs():
@@ -126,8 +153,17 @@ def test_frozen_layers_are_bit_for_bit_unchanged(cache_features):
     train, val = datasets(n_train=48)
     model = build()
     snaps = Snapshots(model)
-    fine_tune(model, train, val, head_epochs=2, epochs=2, unfreeze=[1], cache_features=cache_features,
-              callbacks=[snaps], **FAST)
+    fine_tune(
+        model,
+        train,
+        val,
+        head_epochs=2,
+        epochs=2,
+        unfreeze=[1],
+        cache_features=cache_features,
+        callbacks=[snaps],
+        **FAST,
+    )
 
     first, last = snaps.begin[0], snaps.end[-1]
     for prefix in ("stem_", "block1_", "block2_"):
@@ -143,7 +179,17 @@ def test_batchnorm_statistics_follow_the_policy(train_bn):
     train, val = datasets(n_train=48)
     model = build()
     snaps = Snapshots(model)
-    fine_tune(model, train, val, head_epochs=1, epochs=1, unfreeze="all", train_bn=train_bn, callbacks=[snaps], **FAST)
+    fine_tune(
+        model,
+        train,
+        val,
+        head_epochs=1,
+        epochs=1,
+        unfreeze="all",
+        train_bn=train_bn,
+        callbacks=[snaps],
+        **FAST,
+    )
 
     changed = _changed(snaps.begin[1], snaps.end[1], "")
     for group in GROUPS:
@@ -157,16 +203,30 @@ def test_never_ends_worse_than_stage_1_when_later_stages_hurt(capsys):
     model = build()
     snaps = Snapshots(model)
     # A fine-tuning rate of 3 with plain SGD wrecks the backbone: the later stages can only hurt.
-    result = fine_tune(model, train, val, head_epochs=8, epochs=2, unfreeze="all", optimizer="sgd",
-                       learning_rate=3e-2, fine_tune_lr=3.0, lr_decay=1.0, early_stopping=False,
-                       callbacks=[snaps], verbose=1)
+    result = fine_tune(
+        model,
+        train,
+        val,
+        head_epochs=8,
+        epochs=2,
+        unfreeze="all",
+        optimizer="sgd",
+        learning_rate=3e-2,
+        fine_tune_lr=3.0,
+        lr_decay=1.0,
+        early_stopping=False,
+        callbacks=[snaps],
+        verbose=1,
+    )
 
     assert max(result.histories[1]["val_accuracy"]) < result.stage1_metric
     assert result.restored_stage1 and result.best_stage == 1
     assert result.best_metric == result.stage1_metric >= 0.8
     after_stage1, final = snaps.begin[1], Snapshots(model)._copy()
     assert all(np.array_equal(after_stage1[k], final[k]) for k in final)
-    assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(result.stage1_metric)
+    assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
+        result.stage1_metric
+    )
     assert "restored the stage-1 weights" in capsys.readouterr().out
 
 
@@ -187,7 +247,7 @@ class Kill(keras.callbacks.Callback):
 
 
 class Epochs(keras.callbacks.Callback):
-    """Records `(fit number, epoch)` of every epoch run, and the weights when the first one begins."""
+    """Records `(fit number, epoch)` of every epoch run, and the weights as the first begins."""
 
     def __init__(self, target):
         super().__init__()
@@ -205,7 +265,9 @@ class Epochs(keras.callbacks.Callback):
 @pytest.mark.parametrize("stage", [1, 2])
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, stage):
     train, val = datasets(n_train=48)
-    settings = dict(head_epochs=3, epochs=3, unfreeze="all", checkpoint_dir=tmp_path / "run", **FAST)
+    settings = dict(
+        head_epochs=3, epochs=3, unfreeze="all", checkpoint_dir=tmp_path / "run", **FAST
+    )
     model = build()
     kill = Kill(model, stage, epoch=1)
     with pytest.raises(RuntimeError, match="simulated kill"):
@@ -239,10 +301,14 @@ def test_cached_and_uncached_head_training_both_learn_and_agree_with_the_model()
     for cache in (True, False):
         keras.utils.set_random_seed(0)
         model = build()
-        result = fine_tune(model, train, val, head_epochs=10, epochs=0, cache_features=cache, **FAST)
+        result = fine_tune(
+            model, train, val, head_epochs=10, epochs=0, cache_features=cache, **FAST
+        )
         assert result.stages[0]["cached"] is cache
         assert result.best_metric >= 0.8
-        assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(result.best_metric)
+        assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
+            result.best_metric
+        )
 
 
 def test_augmented_model_caches_several_views_and_learns():
@@ -260,7 +326,10 @@ def test_one_hot_labels_and_multi_label_outputs_get_matching_losses():
 
     multi_label = build(num_classes=3, multi_label=True)
     loss, metrics = objective(multi_label, train)
-    assert isinstance(loss, keras.losses.BinaryCrossentropy) and [m.name for m in metrics] == ["accuracy", "auc"]
+    assert isinstance(loss, keras.losses.BinaryCrossentropy) and [m.name for m in metrics] == [
+        "accuracy",
+        "auc",
+    ]
     result = fine_tune(multi_label, train, val, head_epochs=10, epochs=0, monitor="val_auc", **FAST)
     assert result.monitor == "val_auc" and result.best_metric >= 0.9
     loss, _ = objective(build(classifier_activation=None), datasets(n_train=16)[0])

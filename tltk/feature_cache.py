@@ -65,7 +65,8 @@ class FeatureCache:
 
     ```python
     cache = FeatureCache(model, data.train, data.validation)
-    cache.head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    cache.head.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
     cache.head.fit(cache.train, validation_data=cache.validation, epochs=10,
                    steps_per_epoch=cache.steps_per_epoch)   # model's head is now trained
     ```
@@ -92,11 +93,16 @@ class FeatureCache:
         shape = image_spec.shape
         shape = tf.TensorShape([None]).concatenate(shape[1:]) if shape.rank else shape
         signature = [tf.TensorSpec(shape, image_spec.dtype)]  # one trace for every batch size
-        plain = tf.function(lambda images: extractor(images, training=False), input_signature=signature)
-        augmented = tf.function(
-            lambda images: extractor(augmentation(images, training=True), training=False), input_signature=signature
+        plain = tf.function(
+            lambda images: extractor(images, training=False), input_signature=signature
         )
-        arrays = [_extract(plain if augmentation is None else augmented, train) for _ in range(self.views)]
+        augmented = tf.function(
+            lambda images: extractor(augmentation(images, training=True), training=False),
+            input_signature=signature,
+        )
+        arrays = [
+            _extract(plain if augmentation is None else augmented, train) for _ in range(self.views)
+        ]
         self.steps_per_epoch = -(-len(arrays[0][0]) // batch_size)
         train_sets = [_batched(a, batch_size, shuffle=True) for a in arrays]
         self.train = train_sets[0]
@@ -124,7 +130,7 @@ def _batch_size(dataset):
 
 
 def _extract(extract, dataset):
-    """Runs `extract` over `dataset`; returns `(features, labels[, sample_weights])` numpy arrays."""
+    """Runs `extract` over `dataset`; returns `(features, labels[, sample_weights])` arrays."""
     parts = None
     for batch in dataset.unbatch().batch(EXTRACT_BATCH):
         features = extract(batch[0]).numpy()

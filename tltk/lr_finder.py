@@ -54,8 +54,18 @@ class LRFinderResult:
         figure = Figure(figsize=(6, 4))
         axes = figure.subplots()
         axes.plot(self.learning_rates, self.losses)
-        axes.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"suggestion {self.suggestion:.2g}")
-        axes.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title="Learning-rate range test")
+        axes.axvline(
+            self.suggestion,
+            color="tab:red",
+            linestyle="--",
+            label=f"suggestion {self.suggestion:.2g}",
+        )
+        axes.set(
+            xscale="log",
+            xlabel="learning rate",
+            ylabel="smoothed loss",
+            title="Learning-rate range test",
+        )
         axes.legend()
         partial = path.with_name(path.name + ".partial")
         figure.savefig(partial, format="png", dpi=100)
@@ -135,7 +145,9 @@ def find_lr(
                 break
     finally:
         model.set_weights(saved)
-    result = LRFinderResult(rates[: len(raw)], np.array(smoothed), np.array(raw), _suggest(rates, smoothed))
+    result = LRFinderResult(
+        rates[: len(raw)], np.array(smoothed), np.array(raw), _suggest(rates, smoothed)
+    )
     if plot_path is not None:
         result.plot(plot_path)
     return result
@@ -155,25 +167,35 @@ def _suggest(rates, smoothed):
 
 def _optimizer(optimizer, learning_rate):
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        return type(optimizer).from_config({**optimizer.get_config(), "learning_rate": learning_rate})
+        return type(optimizer).from_config(
+            {**optimizer.get_config(), "learning_rate": learning_rate}
+        )
     choices = {
         "adamw": lambda: keras.optimizers.AdamW(learning_rate),
         "adam": lambda: keras.optimizers.Adam(learning_rate),
         "sgd": lambda: keras.optimizers.SGD(learning_rate, momentum=0.9),
     }
     if optimizer not in choices:
-        raise ValueError(f"`optimizer` must be one of {list(choices)} or a Keras optimizer. Received: optimizer={optimizer!r}")
+        raise ValueError(
+            f"`optimizer` must be one of {list(choices)} or a Keras optimizer. "
+            f"Received: optimizer={optimizer!r}"
+        )
     return choices[optimizer]()
 
 
 def _check_args(train, min_lr, max_lr, steps, smoothing, divergence):
     if not isinstance(train, tf.data.Dataset):
-        raise ValueError(f"`train` must be a tf.data.Dataset of (images, labels) batches. Received: train={type(train).__name__}")
+        raise ValueError(
+            "`train` must be a tf.data.Dataset of (images, labels) batches. "
+            f"Received: train={type(train).__name__}"
+        )
     for name, value in (("min_lr", min_lr), ("max_lr", max_lr), ("divergence", divergence)):
         if not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
     if max_lr <= min_lr:
-        raise ValueError(f"`max_lr` must be greater than `min_lr`. Received: min_lr={min_lr}, max_lr={max_lr}")
+        raise ValueError(
+            f"`max_lr` must be greater than `min_lr`. Received: min_lr={min_lr}, max_lr={max_lr}"
+        )
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 10:
         raise ValueError(f"`steps` must be an integer >= 10. Received: steps={steps!r}")
     if not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < 1:

@@ -1,4 +1,4 @@
-"""Discriminative learning rates: a learning-rate multiplier per layer group, on any Keras optimizer.
+"""Discriminative learning rates: a rate multiplier per layer group, on any Keras optimizer.
 
 Built on Keras' own `MultiOptimizer`: each multiplier gets a copy of the optimizer whose learning
 rate (a number or a schedule) is scaled, and an `OptimizerMap` sends each variable, by its path, to
@@ -18,11 +18,11 @@ from tltk.schedules import ScaledSchedule
 
 
 def scaled_optimizer(optimizer, multiplier):
-    """Returns a fresh copy of `optimizer` (same class and settings) with its learning rate times `multiplier`.
+    """Returns a fresh copy of `optimizer` (same class and settings), its rate times `multiplier`.
 
     Args:
-        optimizer: keras.optimizers.Optimizer. The template; left unchanged. Its learning rate may be
-            a number or a `LearningRateSchedule` (scaled by `tltk.schedules.ScaledSchedule`).
+        optimizer: keras.optimizers.Optimizer. The template; left unchanged. Its learning rate may
+            be a number or a `LearningRateSchedule` (scaled by `tltk.schedules.ScaledSchedule`).
         multiplier: float. Positive factor.
 
     Returns:
@@ -39,7 +39,9 @@ def scaled_optimizer(optimizer, multiplier):
     rate = config["learning_rate"]
     if isinstance(rate, dict):
         schedule = keras.optimizers.schedules.deserialize(rate)
-        config["learning_rate"] = schedule if multiplier == 1 else ScaledSchedule(schedule, multiplier)
+        config["learning_rate"] = (
+            schedule if multiplier == 1 else ScaledSchedule(schedule, multiplier)
+        )
     else:
         config["learning_rate"] = float(rate) * multiplier
     return type(optimizer).from_config(config)
@@ -74,7 +76,10 @@ def discriminative_optimizer(optimizer, multipliers, *, model=None):
     """
     _check_optimizer(optimizer)
     if not isinstance(multipliers, dict):
-        raise ValueError(f"`multipliers` must be a dict of key -> multiplier. Received: multipliers={multipliers!r}")
+        raise ValueError(
+            "`multipliers` must be a dict of key -> multiplier. "
+            f"Received: multipliers={multipliers!r}"
+        )
     for key, value in multipliers.items():
         _check_multiplier(f"multipliers[{key!r}]", value)
     patterns = _group_patterns(model, multipliers) if model is not None else dict(multipliers)
@@ -103,10 +108,18 @@ def decayed_multipliers(model, lr_decay, *, trainable_only=True):
     tltk.decayed_multipliers(model, 0.3)   # {"head": 1.0, "top": 0.3, "block3": 0.09, ...}
     ```
     """
-    if not isinstance(lr_decay, numbers.Real) or isinstance(lr_decay, bool) or not 0 < lr_decay <= 1:
+    if (
+        not isinstance(lr_decay, numbers.Real)
+        or isinstance(lr_decay, bool)
+        or not 0 < lr_decay <= 1
+    ):
         raise ValueError(f"`lr_decay` must be a number in (0, 1]. Received: lr_decay={lr_decay!r}")
     groups = list(reversed(layer_groups(model)))
-    return {g.name: float(lr_decay) ** k for k, g in enumerate(groups) if g.trainable or not trainable_only}
+    return {
+        g.name: float(lr_decay) ** k
+        for k, g in enumerate(groups)
+        if g.trainable or not trainable_only
+    }
 
 
 def _group_patterns(model, multipliers):
@@ -123,8 +136,9 @@ def _group_patterns(model, multipliers):
         for variable in (v for layer in group.layers for v in layer.weights):
             if owner.setdefault(variable.path, name) != name:
                 raise ValueError(
-                    f"Variable path {variable.path!r} occurs in groups {owner[variable.path]!r} and "
-                    f"{name!r}; rename a layer so that each group can have its own learning rate."
+                    f"Variable path {variable.path!r} occurs in groups "
+                    f"{owner[variable.path]!r} and {name!r}; rename a layer so that each group "
+                    "can have its own learning rate."
                 )
     patterns = {}
     for key in multipliers:

@@ -9,12 +9,12 @@ from tltk.heads import OUTPUT_NAME
 
 
 def output_activation(model):
-    """`"softmax"`, `"sigmoid"` or `"linear"`: the activation of the model's `"predictions"` layer."""
+    """`"softmax"`, `"sigmoid"` or `"linear"`: the activation of the `"predictions"` layer."""
     names = [layer.name for layer in model.layers]
     if OUTPUT_NAME not in names:
         raise ValueError(
-            f"Model {model.name!r} has no layer named {OUTPUT_NAME!r}; build it with tltk.build_classifier "
-            "or pass `loss` explicitly."
+            f"Model {model.name!r} has no layer named {OUTPUT_NAME!r}; build it with "
+            "tltk.build_classifier or pass `loss` explicitly."
         )
     activation = getattr(model.get_layer(OUTPUT_NAME).activation, "__name__", "linear")
     return activation if activation in ("softmax", "sigmoid") else "linear"
@@ -80,7 +80,9 @@ def _infer(model, labels):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
         return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if dense and activation == "softmax":
-        return keras.losses.CategoricalCrossentropy(), [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        return keras.losses.CategoricalCrossentropy(), [
+            keras.metrics.CategoricalAccuracy(name="accuracy")
+        ]
     raise _mismatch(activation, units, labels)
 
 
@@ -88,7 +90,8 @@ def _mismatch(activation, units, labels):
     hint = (
         " Logits with (batch, classes) labels may be one-hot or multi-hot: pass `loss` "
         "(e.g. keras.losses.CategoricalCrossentropy(from_logits=True))."
-        if activation == "linear" else ""
+        if activation == "linear"
+        else ""
     )
     return ValueError(
         f"Cannot choose a loss for a {activation} output of {units} unit(s) and labels of shape "

@@ -1,4 +1,4 @@
-"""The state of a staged training run: per-epoch logs, the best weights so far, and where it stopped.
+"""The state of a staged training run: per-epoch logs, the best weights, and where it stopped.
 
 `fine_tune` keeps one `RunState`; with a checkpoint folder it is written after every epoch (the
 best weights when they improve), so a killed run resumes after its last finished stage, and inside
@@ -77,7 +77,9 @@ class RunState:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         if weights and self.best_weights is not None:
-            _atomic_write(self.directory / BEST_WEIGHTS_FILE, lambda f: np.savez(f, *self.best_weights))
+            _atomic_write(
+                self.directory / BEST_WEIGHTS_FILE, lambda f: np.savez(f, *self.best_weights)
+            )
         content = json.dumps(
             {
                 "fingerprint": self.fingerprint,
@@ -121,7 +123,11 @@ class BestTracker(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         improved = self.state.improves(value)
         if improved:
-            self.state.best_value, self.state.best_stage, self.state.best_epoch = value, self.stage, epoch
+            self.state.best_value, self.state.best_stage, self.state.best_epoch = (
+                value,
+                self.stage,
+                epoch,
+            )
             self.state.best_weights = self.target.get_weights()
         self.state.save(weights=improved)
 

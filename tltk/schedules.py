@@ -1,4 +1,4 @@
-"""Learning-rate schedules for fine-tuning: linear warmup then cosine decay, and a scaled schedule."""
+"""Learning-rate schedules for fine-tuning: linear warmup then cosine decay; a scaled schedule."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def warmup_cosine(peak_lr, total_steps, *, warmup=0.1, alpha=0.0):
     if not isinstance(peak_lr, (int, float)) or isinstance(peak_lr, bool) or peak_lr <= 0:
         raise ValueError(f"`peak_lr` must be a positive number. Received: peak_lr={peak_lr!r}")
     if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
-        raise ValueError(f"`total_steps` must be a positive integer. Received: total_steps={total_steps!r}")
+        raise ValueError(
+            f"`total_steps` must be a positive integer. Received: total_steps={total_steps!r}"
+        )
     if not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
         raise ValueError(f"`warmup` must be a fraction in [0, 1). Received: warmup={warmup!r}")
     warmup_steps = int(round(warmup * total_steps))

@@ -22,7 +22,6 @@ from tltk.run_state import BestTracker, RunState
 from tltk.schedules import warmup_cosine
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-HEAD_STAGE = "head"
 
 
 @dataclasses.dataclass
@@ -142,16 +141,36 @@ def fine_tune(
     print(result.best_metric, result.best_stage)
     ```
     """
-    _check_args(train, validation, head_epochs, epochs, learning_rate, fine_tune_lr, lr_decay,
-                warmup, weight_decay, optimizer, early_stopping, callbacks, monitor)
+    _check_args(
+        train,
+        validation,
+        head_epochs,
+        epochs,
+        learning_rate,
+        fine_tune_lr,
+        lr_decay,
+        warmup,
+        weight_decay,
+        optimizer,
+        early_stopping,
+        callbacks,
+        monitor,
+    )
     fine_tune_lr = learning_rate / 2 if fine_tune_lr is None else fine_tune_lr
     train_bn = getattr(model, "tltk_train_bn", False) if train_bn is None else train_bn
     stages = ([[]] if head_epochs else []) + _plan(model, unfreeze, epochs)
-    stage_epochs = ([head_epochs] if head_epochs else []) + _split(epochs, len(stages) - bool(head_epochs),
-                                                                    gradual=unfreeze == "gradual")
+    stage_epochs = ([head_epochs] if head_epochs else []) + _split(
+        epochs, len(stages) - bool(head_epochs), gradual=unfreeze == "gradual"
+    )
     steps = _steps_per_epoch(train)
-    fingerprint = {"stages": stages, "epochs": stage_epochs, "rates": [learning_rate, fine_tune_lr, lr_decay],
-                   "monitor": monitor, "train_bn": bool(train_bn), "weights": len(model.weights)}
+    fingerprint = {
+        "stages": stages,
+        "epochs": stage_epochs,
+        "rates": [learning_rate, fine_tune_lr, lr_decay],
+        "monitor": monitor,
+        "train_bn": bool(train_bn),
+        "weights": len(model.weights),
+    }
     mode = "min" if monitor.endswith("loss") else "max"
     state = RunState.resume(fingerprint, len(stages), mode, checkpoint_dir)
     if state.best_weights is not None:
@@ -162,62 +181,114 @@ def fine_tune(
         if unfrozen:
             freezing.unfreeze(model, unfrozen, train_bn=train_bn)
         peak = learning_rate if not unfrozen else fine_tune_lr
-        base = _optimizer(optimizer, warmup_cosine(peak, steps * n_epochs, warmup=warmup), weight_decay)
+        base = _optimizer(
+            optimizer, warmup_cosine(peak, steps * n_epochs, warmup=warmup), weight_decay
+        )
         multipliers = decayed_multipliers(model, lr_decay)
         cached = not unfrozen and cache_features and cut_layer(model) is not None
-        records.append({"unfrozen": list(unfrozen), "epochs": n_epochs, "cached": cached,
-                        "learning_rates": {g: peak * m for g, m in multipliers.items()}})
+        records.append(
+            {
+                "unfrozen": list(unfrozen),
+                "epochs": n_epochs,
+                "cached": cached,
+                "learning_rates": {g: peak * m for g, m in multipliers.items()},
+            }
+        )
         if index < state.completed:
             continue
         if verbose:
             rates = ", ".join(f"{g} {r:.2g}" for g, r in records[-1]["learning_rates"].items())
-            print(f"Stage {index + 1}/{len(stages)}: {n_epochs} epoch(s), "
-                  f"{'cached features, ' if cached else ''}learning rates: {rates}")
+            print(
+                f"Stage {index + 1}/{len(stages)}: {n_epochs} epoch(s), "
+                f"{'cached features, ' if cached else ''}learning rates: {rates}"
+            )
         fit_model, fit_train, fit_val, fit_steps = model, train, validation, None
         if cached:
             cache = FeatureCache(model, train, validation, views=augmented_views)
             fit_model, fit_train, fit_val = cache.head, cache.train, cache.validation
             fit_steps = cache.steps_per_epoch if cache.views > 1 else None
         if unfrozen:
-            base = discriminative_optimizer(base, {g: m for g, m in multipliers.items() if m != 1}, model=model)
+            base = discriminative_optimizer(
+                base, {g: m for g, m in multipliers.items() if m != 1}, model=model
+            )
         stage_loss, metrics = objective(model, train, loss=loss)
         # On cached features a step is tiny: run a whole epoch per call to skip Python overhead.
-        fit_model.compile(optimizer=base, loss=stage_loss, metrics=metrics,
-                          steps_per_execution=cache.steps_per_epoch if cached else 1)
-        stage_callbacks = [BestTracker(model, state, index, monitor)]
-        if checkpoint_dir is not None:
-            backup = keras.callbacks.BackupAndRestore(f"{checkpoint_dir}/stage_{index + 1}")
-            stage_callbacks.insert(0, backup)
-        if early_stopping:
-            patience = 5 if early_stopping is True else early_stopping
-            # Not before mid-stage: the rate is still high then, and the cosine tail is where gains come.
-            stage_callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=patience, mode=mode,
-                                                                 start_from_epoch=n_epochs // 2))
-        fit_model.fit(fit_train, validation_data=fit_val, epochs=n_epochs, steps_per_epoch=fit_steps,
-                      class_weight=class_weight, callbacks=stage_callbacks + list(callbacks), shuffle=False,
-                      verbose=verbose)
+        fit_model.compile(
+            optimizer=base,
+            loss=stage_loss,
+            metrics=metrics,
+            steps_per_execution=cache.steps_per_epoch if cached else 1,
+        )
+        stage_callbacks = _stage_callbacks(
+            model, state, index, n_epochs, monitor, mode, checkpoint_dir, early_stopping
+        )
+        fit_model.fit(
+            fit_train,
+            validation_data=fit_val,
+            epochs=n_epochs,
+            steps_per_epoch=fit_steps,
+            class_weight=class_weight,
+            callbacks=stage_callbacks + list(callbacks),
+            shuffle=False,
+            verbose=verbose,
+        )
         if state.best_weights is not None:
             model.set_weights(state.best_weights)
         state.completed = index + 1
         state.save()
     if not model.compiled:  # only the cached head model was fitted
         stage_loss, metrics = objective(model, train, loss=loss)
-        model.compile(optimizer=_optimizer(optimizer, learning_rate, weight_decay), loss=stage_loss, metrics=metrics)
+        model.compile(
+            optimizer=_optimizer(optimizer, learning_rate, weight_decay),
+            loss=stage_loss,
+            metrics=metrics,
+        )
     return _result(model, state, records, monitor, head_stage=bool(head_epochs), verbose=verbose)
+
+
+def _stage_callbacks(model, state, index, n_epochs, monitor, mode, checkpoint_dir, early_stopping):
+    callbacks = [BestTracker(model, state, index, monitor)]
+    if checkpoint_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(f"{checkpoint_dir}/stage_{index + 1}"))
+    if early_stopping:
+        patience = 5 if early_stopping is True else early_stopping
+        # Not before mid-stage: the rate is still high then; gains come in the cosine tail.
+        start = n_epochs // 2
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor, patience=patience, mode=mode, start_from_epoch=start
+            )
+        )
+    return callbacks
 
 
 def _result(model, state, records, monitor, *, head_stage, verbose):
     if state.best_value is None:
-        raise ValueError(f"No epoch produced a valid {monitor!r} (every value was NaN): nothing to restore.")
-    histories = [{k: [logs[k] for logs in epochs] for k in (epochs[0] if epochs else {})}
-                 for epochs in state.histories]
+        raise ValueError(
+            f"No epoch produced a valid {monitor!r} (every value was NaN): nothing to restore."
+        )
+    histories = [
+        {k: [logs[k] for logs in epochs] for k in (epochs[0] if epochs else {})}
+        for epochs in state.histories
+    ]
     stage1 = (max if state.mode == "max" else min)(histories[0][monitor]) if head_stage else None
     restored = head_stage and len(records) > 1 and state.best_stage == 0
     if restored and verbose:
-        print(f"Later stages did not improve {monitor} over stage 1 ({state.best_value:.4f}); "
-              "restored the stage-1 weights.")
-    return FineTuneResult(model, records, histories, monitor, state.best_value, state.best_stage + 1,
-                          state.best_epoch, stage1, restored)
+        print(
+            f"Later stages did not improve {monitor} over stage 1 ({state.best_value:.4f}); "
+            "restored the stage-1 weights."
+        )
+    return FineTuneResult(
+        model,
+        records,
+        histories,
+        monitor,
+        state.best_value,
+        state.best_stage + 1,
+        state.best_epoch,
+        stage1,
+        restored,
+    )
 
 
 def _plan(model, unfreeze, epochs):
@@ -227,24 +298,33 @@ def _plan(model, unfreeze, epochs):
         return []
     if unfreeze == "gradual":
         count = min(len(names), epochs)
-        return [names[len(names) - math.ceil(i * len(names) / count):] for i in range(1, count + 1)]
+        return [
+            names[len(names) - math.ceil(i * len(names) / count) :] for i in range(1, count + 1)
+        ]
     if unfreeze == "all":
         return [names]
     if not isinstance(unfreeze, (list, tuple)) or not unfreeze:
-        raise ValueError(f"`unfreeze` must be 'gradual', 'all' or a non-empty list of stages. Received: unfreeze={unfreeze!r}")
+        raise ValueError(
+            "`unfreeze` must be 'gradual', 'all' or a non-empty list of stages. "
+            f"Received: unfreeze={unfreeze!r}"
+        )
     if len(unfreeze) > epochs:
-        raise ValueError(f"{len(unfreeze)} stages need at least as many `epochs`. Received: epochs={epochs}")
+        raise ValueError(
+            f"{len(unfreeze)} stages need at least as many `epochs`. Received: epochs={epochs}"
+        )
     stages = []
     for stage in unfreeze:
         if stage == "all":
             stages.append(names)
         elif isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= len(names):
-            stages.append(names[len(names) - stage:])
+            stages.append(names[len(names) - stage :])
         elif isinstance(stage, (list, tuple)) and stage and all(s in names for s in stage):
             stages.append([n for n in names if n in stage])
         else:
-            raise ValueError(f"Each stage of `unfreeze` must be 1..{len(names)}, 'all' or a list of the group "
-                             f"names {names}. Received: {stage!r}")
+            raise ValueError(
+                f"Each stage of `unfreeze` must be 1..{len(names)}, 'all' or a list of the group "
+                f"names {names}. Received: {stage!r}"
+            )
     return stages
 
 
@@ -259,7 +339,10 @@ def _split(epochs, count, *, gradual):
 def _steps_per_epoch(train):
     cardinality = int(train.cardinality())
     if cardinality == tf.data.INFINITE_CARDINALITY:
-        raise ValueError("`train` is infinite (repeated); pass one epoch of batches. Received: an infinite dataset")
+        raise ValueError(
+            "`train` is infinite (repeated); pass one epoch of batches. "
+            "Received: an infinite dataset"
+        )
     if cardinality == tf.data.UNKNOWN_CARDINALITY:
         cardinality = int(train.reduce(0, lambda count, _: count + 1))
     if cardinality < 1:
@@ -278,19 +361,39 @@ def _optimizer(optimizer, schedule, weight_decay):
     return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=decay)
 
 
-def _check_args(train, validation, head_epochs, epochs, learning_rate, fine_tune_lr, lr_decay, warmup,
-                weight_decay, optimizer, early_stopping, callbacks, monitor):
+def _check_args(
+    train,
+    validation,
+    head_epochs,
+    epochs,
+    learning_rate,
+    fine_tune_lr,
+    lr_decay,
+    warmup,
+    weight_decay,
+    optimizer,
+    early_stopping,
+    callbacks,
+    monitor,
+):
     for name, value in (("train", train), ("validation", validation)):
         if not isinstance(value, tf.data.Dataset):
-            raise ValueError(f"`{name}` must be a tf.data.Dataset of (images, labels) batches. "
-                             f"Received: {name}={type(value).__name__}")
+            raise ValueError(
+                f"`{name}` must be a tf.data.Dataset of (images, labels) batches. "
+                f"Received: {name}={type(value).__name__}"
+            )
     for name, value in (("head_epochs", head_epochs), ("epochs", epochs)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
     if not head_epochs and not epochs:
-        raise ValueError("`head_epochs` and `epochs` are both 0: nothing to train. Received: head_epochs=0, epochs=0")
+        raise ValueError(
+            "`head_epochs` and `epochs` are both 0: nothing to train. "
+            "Received: head_epochs=0, epochs=0"
+        )
     for name, value in (("learning_rate", learning_rate), ("fine_tune_lr", fine_tune_lr)):
-        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0):
+        if value is not None and (
+            not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0
+        ):
             raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
     if learning_rate is None:
         raise ValueError("`learning_rate` must be a positive number. Received: learning_rate=None")
@@ -299,12 +402,27 @@ def _check_args(train, validation, head_epochs, epochs, learning_rate, fine_tune
     if not isinstance(warmup, numbers.Real) or not 0 <= warmup < 1:
         raise ValueError(f"`warmup` must be in [0, 1). Received: warmup={warmup!r}")
     if not isinstance(weight_decay, numbers.Real) or weight_decay < 0:
-        raise ValueError(f"`weight_decay` must be a number >= 0. Received: weight_decay={weight_decay!r}")
+        raise ValueError(
+            f"`weight_decay` must be a number >= 0. Received: weight_decay={weight_decay!r}"
+        )
     if not isinstance(optimizer, keras.optimizers.Optimizer) and optimizer not in OPTIMIZERS:
-        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS} or a Keras optimizer. Received: optimizer={optimizer!r}")
-    if not isinstance(early_stopping, (bool, int)) or (early_stopping is not False and early_stopping < 1):
-        raise ValueError(f"`early_stopping` must be a bool or a patience >= 1. Received: early_stopping={early_stopping!r}")
+        raise ValueError(
+            f"`optimizer` must be one of {OPTIMIZERS} or a Keras optimizer. "
+            f"Received: optimizer={optimizer!r}"
+        )
+    if not isinstance(early_stopping, (bool, int)) or (
+        early_stopping is not False and early_stopping < 1
+    ):
+        raise ValueError(
+            "`early_stopping` must be a bool or a patience >= 1. "
+            f"Received: early_stopping={early_stopping!r}"
+        )
     if not all(isinstance(c, keras.callbacks.Callback) for c in callbacks):
-        raise ValueError(f"`callbacks` must be Keras callbacks. Received: callbacks={list(callbacks)!r}")
+        raise ValueError(
+            f"`callbacks` must be Keras callbacks. Received: callbacks={list(callbacks)!r}"
+        )
     if not isinstance(monitor, str) or not monitor.startswith("val_"):
-        raise ValueError(f"`monitor` must name a validation metric such as 'val_accuracy'. Received: monitor={monitor!r}")
+        raise ValueError(
+            "`monitor` must name a validation metric such as 'val_accuracy'. "
+            f"Received: monitor={monitor!r}"
+        )
