@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.error
 from dataclasses import dataclass
 
 import keras
@@ -40,7 +41,7 @@ def construct_with_weights(spec, input_shape, weights):
         return spec.constructor(input_shape, weights)
     except Exception as error:  # Keras raises a bare Exception("URL fetch failure ...")
         text = str(error)
-        if weights in spec.weights and ("URL fetch failure" in text or isinstance(error, OSError)):
+        if weights in spec.weights and ("URL fetch failure" in text or isinstance(error, urllib.error.URLError)):
             raise ConnectionError(
                 f"Could not download the {weights!r} weights of backbone {spec.name!r} ({text.strip()}). "
                 "Check the network connection, or pass a local file instead: "
