@@ -43,3 +43,10 @@ def test_colab_notebook_runs_offline_on_the_demo_backbone(tmp_path):
     assert (tmp_path / "run" / "report" / "confusion_matrix.png").exists()
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 3
+
+
+def test_text_classification_example_learns_topics(tmp_path):
+    example = runpy.run_path(str(ROOT / "examples" / "text_classification.py"), run_name="text_example")
+    accuracy = example["main"](tmp_path / "run", epochs=3, lora_rank=4)
+    assert accuracy > 0.35  # six topics: chance is 1/6; 3 LoRA epochs (the bench trains 12 to 95.6%)
+    assert (tmp_path / "run" / "export" / "saved_model").is_dir()

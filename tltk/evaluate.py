@@ -66,7 +66,8 @@ def evaluate(
 
     Args:
         model: keras.Model or predictor. Anything with `predict(images) -> probabilities`, such as
-            a Keras model or `tltk.load_exported(path)`.
+            a Keras model, `tltk.load_exported(path)`, or a text classifier (inputs are strings;
+            no image grid is drawn then).
         data: tf.data.Dataset, `tltk.data.ImageData` or `(images, labels)`. Batches of
             `(images, labels)`; an `ImageData` is evaluated on its `test` split, else `validation`.
             Labels are integers, one-hot or multi-hot.
@@ -93,7 +94,9 @@ def evaluate(
     if len(labels) == 0:
         raise ValueError("`data` holds no examples to evaluate. Received: an empty dataset")
     names = names or getattr(model, "class_names", None)
-    probs = model.predict(images, verbose=0) if _is_keras(model) else model.predict(images)
+    is_text = images.dtype.kind in "OSU"
+    inputs = _as_strings(images) if is_text else images
+    probs = model.predict(inputs, verbose=0) if _is_keras(model) else model.predict(inputs)
     if isinstance(probs, tuple):  # a tltk Predictor returns (names, probabilities)
         probs = probs[1]
     probs = np.asarray(probs)
@@ -112,6 +115,7 @@ def evaluate(
             report.files["confusion_matrix"] = plots.confusion_matrix(
                 np.asarray(report.confusion_matrix), names, os.path.join(out_dir, "confusion_matrix.png")
             )
+        if not multi_label and not is_text:
             truth = labels.argmax(1) if labels.ndim == 2 else labels
             report.files["misclassified"] = plots.misclassified(
                 images, truth, probs, names, os.path.join(out_dir, "misclassified.png"), limit=max_misclassified
@@ -190,6 +194,12 @@ def _collect(data, class_names):
     if not images:
         return np.zeros((0,)), np.zeros((0,)), names
     return np.concatenate(images), np.concatenate(labels), names
+
+
+def _as_strings(texts):
+    import tensorflow as tf
+
+    return tf.constant([t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts])
 
 
 def _is_one_hot(labels):
