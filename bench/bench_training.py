@@ -12,7 +12,7 @@ as a user's data would. Two figures, printed and written to `bench/results/train
    costs four times as much per image (the weights were trained at 32x32, so 64x64 accuracy is
    lower; both paths see the same features).
 2. The demo transfer task: 10 labelled digits per class to train on, 10 per class to validate,
-   and a fixed stratified 30% of the digits (540) held out to test. Three ways to spend the same
+   and a fixed stratified 30% of the digits (539) held out to test. Three ways to spend the same
    40 epochs, mean of seeds 0, 1, 2 (test accuracy; validation accuracy beside it):
    head-only training (`fine_tune(head_epochs=40, epochs=0)`), naive full fine-tuning at the head's
    learning rate (everything trainable from the start, Adam, constant rate, the weights of the last
