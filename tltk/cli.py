@@ -35,6 +35,11 @@ def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _verbosity(quiet):
+    """Keras verbosity: progress bars on a terminal, one line per epoch in logs, none when quiet."""
+    return 0 if quiet else (1 if sys.stdout.isatty() else 2)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tltk")
 def main():
@@ -103,7 +108,7 @@ def demo(out_dir, epochs, quiet):
 
     kwargs = {} if epochs is None else {"epochs": epochs}
     click.echo("tltk demo: scikit-learn's 1,797 handwritten digits, backbone tltk_glyphnet (shipped, pretrained on rendered letters).")
-    _print_run(run_demo(out_dir, verbose=0 if quiet else 2, **kwargs))
+    _print_run(run_demo(out_dir, verbose=_verbosity(quiet), **kwargs))
 
 
 @main.command()
@@ -142,7 +147,7 @@ def train(data_dir, backbone, out_dir, weights, epochs, head_epochs, learning_ra
         fine_tune_lr=d["fine_tune_lr"] if fine_tune_lr is None else fine_tune_lr,
         augment=None if augment == "none" else augment,
         quantize=quantize or d["quantize"],
-        verbose=0 if quiet else 2,
+        verbose=_verbosity(quiet),
     )
     _print_run(run)
 
