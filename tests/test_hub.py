@@ -18,7 +18,8 @@ import tltk
 from tltk.backbones import hub
 from tltk.backbones.hub import HubLayer
 from tltk.export import export, load_exported
-from tltk.text import build_text_classifier, export_text
+from tltk.export.text import export_text
+from tltk.text import build_text_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ["good", "great", "lovely", "bad", "awful", "poor", "movie", "food", "the", "was"]

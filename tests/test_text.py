@@ -11,11 +11,14 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
+from click.testing import CliRunner
 
 import tltk
 from tltk.backbones import keras_hub as kh
+from tltk.cli import main as cli_main
 from tltk.freezing import find_backbone
-from tltk.text import build_text_classifier, export_text, load_text_topics
+from tltk.export.text import export_text
+from tltk.text import build_text_classifier, load_text_topics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [
@@ -138,6 +141,26 @@ def test_train_save_reload_and_export(tiny_bert, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     keras_diff, saved_model_diff = (float(x) for x in out.stdout.strip().splitlines()[-2:])
     assert keras_diff < 1e-6 and saved_model_diff < 1e-5
+
+    # tltk.load_exported and `tltk predict` take strings for a text export or .keras file.
+    for path, kind in ((tmp_path / "export", "saved_model"), (tmp_path / "model.keras", "keras")):
+        predictor = tltk.load_exported(path)
+        assert (predictor.kind, predictor.takes_text) == (kind, True)
+        assert predictor.class_names == (["sports", "tech"] if kind == "saved_model" else ["0", "1"])
+        names, probabilities = predictor.predict(texts)
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+        assert names == [predictor.class_names[i] for i in expected.argmax(-1)]
+        assert predictor.predict(texts[0])[1].shape == (1, 2)
+        with pytest.raises(ValueError, match="takes text"):
+            predictor.predict(np.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="token ids"):
+        tltk.load_exported(tflite.path)
+    result = CliRunner().invoke(cli_main, ["predict", str(tmp_path / "export"), *texts[:2]])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()[-2:]
+    top = [["sports", "tech"][i] for i in expected[:2].argmax(-1)]
+    assert [line.split(": ")[1].split()[0] for line in lines] == top
+    assert lines[0].startswith(texts[0])
 
 
 def test_lora_trains_only_adapters_and_head(tiny_bert, tmp_path):

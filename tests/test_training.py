@@ -9,44 +9,13 @@ import tltk
 from tltk.objectives import objective
 from tltk.training import fine_tune
 
+from tests.helpers import tiny_bn_cnn
 
-def _cnn(input_shape, weights):
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for group, filters, strides, size in (
-        ("stem", 8, 1, 3),
-        ("block1", 16, 2, 3),
-        ("block2", 32, 2, 3),
-        ("top", 32, 1, 1),
-    ):
-        x = keras.layers.Conv2D(
-            filters,
-            size,
-            strides=strides,
-            padding="same",
-            use_bias=False,
-            kernel_initializer="he_normal",
-            name=f"{group}_conv",
-        )(x)
-        x = keras.layers.BatchNormalization(name=f"{group}_bn")(x)
-        x = keras.layers.ReLU(name=f"{group}_relu")(x)
-    return keras.Model(inputs, x, name="test_training_cnn")
-
-
-SPEC = tltk.register_backbone(
-    tltk.BackboneSpec(
-        name="test_training_cnn",
-        family="test",
-        source="tltk",
-        constructor=_cnn,
-        preprocessing="tf",
-        default_input_size=(32, 32),
-        min_input_size=(8, 8),
-        feature_dim=32,
-        groups=(("stem", "stem_"), ("block1", "block1_"), ("block2", "block2_"), ("top", "top_")),
-        description="four conv-BN-ReLU groups, for the training tests",
-    ),
-    overwrite=True,
+SPEC = tiny_bn_cnn(
+    "test_training_cnn",
+    (("stem", 8, 1, 3), ("block1", 16, 2, 3), ("block2", 32, 2, 3), ("top", 32, 1, 1)),
+    preprocessing="tf",
+    initializer="he_normal",
 )
 GROUPS = ["stem", "block1", "block2", "top"]
 COLOURS = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230]], "float32")

@@ -24,7 +24,8 @@ from tltk.freezing import LayerGroup, freeze, layer_groups, unfreeze
 from tltk.layers import ImagePreprocessing
 from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import discriminative_optimizer
-from tltk.text import build_text_classifier, export_text, load_text_topics
+from tltk.export.text import export_text
+from tltk.text import build_text_classifier, load_text_topics
 from tltk.training import FineTuneResult, fine_tune
 from tltk.workflow import TrainingRun, demo, train_from_directory
 

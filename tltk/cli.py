@@ -180,31 +180,47 @@ def evaluate_command(model_path, data_dir, out_dir, batch_size):
 
 @main.command()
 @click.argument("model_path", type=click.Path(exists=True))
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--top", type=int, default=3, show_default=True, help="Classes to show per image.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--top", type=int, default=3, show_default=True, help="Classes to show per input.")
 @_one_line_errors
-def predict(model_path, images, top):
-    """Predict classes of images (files or folders) with a .keras, SavedModel or .tflite model.
+def predict(model_path, inputs, top):
+    """Predict classes of images (files or folders) with a .keras, SavedModel or .tflite model;
+    of sentences with a text classifier's .keras file or SavedModel.
 
     Example: tltk predict runs/photos/export/model_float32.tflite cat.jpg more_photos/
+
+    Example: tltk predict exports/topics "Heavy rain is expected tonight."
     """
-    from tltk.data import SUPPORTED_EXTENSIONS
     from tltk.export import load_exported
 
+    predictor = load_exported(model_path)
+    if predictor.takes_text:
+        shown, batch = list(inputs), list(inputs)
+    else:
+        shown = _image_files(inputs)
+        batch = [str(f) for f in shown]
+    _, probabilities = predictor.predict(batch)
+    for item, probs in zip(shown, probabilities):
+        best = probs.argsort()[::-1][:top]
+        click.echo(f"{item}: " + ", ".join(f"{predictor.class_names[i]} {probs[i]:.3f}" for i in best))
+
+
+def _image_files(items):
+    """The image files named by `items` (files, or folders searched recursively)."""
+    from tltk.data import SUPPORTED_EXTENSIONS
+
     files = []
-    for item in images:
+    for item in items:
         path = pathlib.Path(item)
         if path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS and not p.name.startswith("."))
-        else:
+        elif path.is_file():
             files.append(path)
+        else:
+            raise ValueError(f"No such image file or folder: {item}. Pass image files or folders of them.")
     if not files:
-        raise ValueError(f"No image files found in {', '.join(images)}.")
-    predictor = load_exported(model_path)
-    _, probabilities = predictor.predict([str(f) for f in files])
-    for path, probs in zip(files, probabilities):
-        best = probs.argsort()[::-1][:top]
-        click.echo(f"{path}: " + ", ".join(f"{predictor.class_names[i]} {probs[i]:.3f}" for i in best))
+        raise ValueError(f"No image files found in {', '.join(items)}.")
+    return files
 
 
 @main.command("export")

@@ -15,7 +15,9 @@ from tltk.export.record import RECORD_FILE, describe_model, write_record
 from tltk.export.report import ExportedFile, ExportReport
 from tltk.export.runtime import KerasRunner, SavedModelRunner, TFLiteRunner
 from tltk.export.saved_model import LABELS_FILE, check_classifier, write_labels, write_saved_model
+from tltk.export.text import export_text
 from tltk.export.tflite import check_quantization, convert
+from tltk.text import is_text_model
 
 FORMATS = ("saved_model", "tflite")
 PARITY_MODES = ("raise", "warn")
@@ -97,9 +99,7 @@ def export(
     names, probabilities = predictor.predict(images[:4])
     ```
     """
-    from tltk.text import export_text, is_text_model  # text models take strings: their own path
-
-    if is_text_model(model):
+    if is_text_model(model):  # text models take strings: their own path
         return export_text(model, export_dir, formats=formats, labels=labels, parity_data=parity_data, parity=parity, overwrite=overwrite)
     input_shape, num_classes, activation = check_classifier(model)
     formats = _check_formats(formats)

@@ -17,19 +17,23 @@ from tltk.export.saved_model import EXTRA_ASSETS, LABELS_FILE, read_labels
 
 
 class Predictor:
-    """Predicts class names and probabilities from images with an exported model.
+    """Predicts class names and probabilities from images (or texts) with an exported model.
 
     Attributes:
         path: Path. The model file or folder.
         kind: str. `"keras"`, `"saved_model"` or `"tflite"`.
         class_names: list. One name per class.
-        input_shape: tuple. `(height, width, channels)` the model takes.
+        input_shape: tuple. `(height, width, channels)` the model takes; `()` for texts.
+        takes_text: bool. Whether `predict` takes strings (a text classifier's `.keras` file or
+            SavedModel) rather than images.
 
     Example:
 
     ```python
     predictor = tltk.load_exported("exports/pets/model_int8.tflite")
     names, probabilities = predictor.predict(["cat.jpg", "dog.png"])
+    topics = tltk.load_exported("exports/topics")          # a text classifier's export
+    names, probabilities = topics.predict(["Rain all week in the north."])
     ```
     """
 
@@ -38,20 +42,25 @@ class Predictor:
         self.path = pathlib.Path(path)
         self.kind = kind
         self.input_shape = tuple(runner.input_shape)
+        self.takes_text = bool(getattr(runner, "takes_text", False))
         self.class_names = list(class_names)
 
-    def predict(self, images):
-        """Returns `(names, probabilities)` for one image or many.
+    def predict(self, inputs):
+        """Returns `(names, probabilities)` for one image or text, or many.
 
         Args:
-            images: array-like, str or Path, or a list of paths. Raw pixels 0..255: one image
-                `(H, W, C)`, a batch `(N, H, W, C)`, or image files. Other sizes are resized.
+            inputs: for an image model, array-like, str or Path, or a list of paths: raw pixels
+                0..255, one image `(H, W, C)` or a batch `(N, H, W, C)`, or image files (other
+                sizes are resized). For a text model, a string or a list of strings.
 
         Returns:
-            A tuple: a list of the top class name per image, and a float32 `(N, classes)` array of
+            A tuple: a list of the top class name per input, and a float32 `(N, classes)` array of
             probabilities.
         """
-        batch = image_batch(images, self.input_shape, name="images")
+        if self.takes_text:
+            batch = _texts(inputs)
+        else:
+            batch = image_batch(inputs, self.input_shape, name="images")
         probabilities = np.asarray(self._runner(batch), "float32")
         if probabilities.shape[-1] != len(self.class_names):
             raise ValueError(
@@ -76,7 +85,9 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     TFLite files run with the LiteRT interpreter (`ai-edge-litert`). Class names come from the
     file itself when it carries them (the labels embedded in a tltk `.tflite`, a tltk SavedModel's
     `assets.extra/labels.txt`), else from a `labels.txt` beside it, else `"0"`, `"1"`, ...
-    A tltk export folder loads its SavedModel, or its first TFLite file when it has none.
+    A tltk export folder loads its SavedModel, or its first TFLite file when it has none. Text
+    classifiers load from their `.keras` file or SavedModel and predict from strings (their
+    TFLite file takes token ids, see `tltk.export_text`).
 
     Args:
         path: str or Path. A `.keras` file, a SavedModel folder, a `.tflite` file, or a folder
@@ -146,5 +157,17 @@ def _labels_file(path):
     return read_labels(path) if path.is_file() else None
 
 
+def _texts(inputs):
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not (isinstance(texts, (list, tuple)) and texts and all(isinstance(t, str) for t in texts)):
+        raise ValueError(
+            "This model takes text: pass a string or a non-empty list of strings. "
+            f"Received: inputs of type {type(inputs).__name__}"
+        )
+    return list(texts)
+
+
 def _count_classes(runner):
+    if getattr(runner, "takes_text", False):
+        return int(runner([""]).shape[-1])
     return int(runner(np.zeros((1, *runner.input_shape), "float32")).shape[-1])

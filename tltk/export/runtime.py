@@ -1,4 +1,4 @@
-"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels and returns probabilities."""
+"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels (or texts) and returns probabilities."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from tltk.export.saved_model import (
     SIGNATURE_KEY,
     check_classifier,
 )
+from tltk.text import INPUT_NAME as TEXT_KEY
+from tltk.text import is_text_model
 
 NUM_THREADS = 2
 BATCH_SIZE = 64
@@ -25,7 +27,9 @@ class KerasRunner:
     """Probabilities from a Keras classifier (softmax added to a logits output, as export does).
 
     Args:
-        model: keras.Model. A classifier accepted by `tltk.export.saved_model.check_classifier`.
+        model: keras.Model. An image classifier accepted by
+            `tltk.export.saved_model.check_classifier`, or a text classifier from
+            `tltk.build_text_classifier` (then `takes_text` is True and calls take strings).
 
     Example:
 
@@ -36,13 +40,19 @@ class KerasRunner:
 
     def __init__(self, model):
         self.model = model
-        self.input_shape, self.num_classes, activation = check_classifier(model)
+        self.takes_text = is_text_model(model)
+        if self.takes_text:
+            self.input_shape, self.num_classes = (), int(model.outputs[0].shape[-1])
+            activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
+        else:
+            self.input_shape, self.num_classes, activation = check_classifier(model)
         self._add_softmax = activation not in PROBABILITY_ACTIVATIONS
 
-    def __call__(self, images):
+    def __call__(self, inputs):
         outputs = []
-        for start in range(0, len(images), BATCH_SIZE):
-            batch = self.model(images[start : start + BATCH_SIZE], training=False)
+        for start in range(0, len(inputs), BATCH_SIZE):
+            batch = inputs[start : start + BATCH_SIZE]
+            batch = self.model(tf.constant(batch) if self.takes_text else batch, training=False)
             batch = keras.ops.convert_to_numpy(batch).astype("float32")
             outputs.append(_softmax(batch) if self._add_softmax else batch)
         return np.concatenate(outputs)
@@ -50,6 +60,9 @@ class KerasRunner:
 
 class SavedModelRunner:
     """Probabilities from the `serving_default` signature of a tltk SavedModel.
+
+    A text classifier's SavedModel (its signature takes strings) sets `takes_text`; calls then take
+    a list of strings. Its tokenizer's ops come from TensorFlow Text, imported here when installed.
 
     Args:
         path: str or Path. The SavedModel folder.
@@ -63,6 +76,10 @@ class SavedModelRunner:
 
     def __init__(self, path):
         self.path = pathlib.Path(path)
+        try:
+            import tensorflow_text  # noqa: F401  (registers the ops keras-hub tokenizers use)
+        except ImportError:
+            pass
         loaded = tf.saved_model.load(str(self.path))
         if SIGNATURE_KEY not in loaded.signatures:
             raise ValueError(
@@ -71,13 +88,20 @@ class SavedModelRunner:
             )
         self._loaded = loaded  # keeps the variables the signature reads alive
         self._serve = loaded.signatures[SIGNATURE_KEY]
-        spec = self._serve.structured_input_signature[1][INPUT_KEY]
-        self.input_shape = tuple(spec.shape[1:])
+        inputs = self._serve.structured_input_signature[1]
+        self.takes_text = TEXT_KEY in inputs and inputs[TEXT_KEY].dtype == tf.string
+        self._key = TEXT_KEY if self.takes_text else INPUT_KEY
+        if self._key not in inputs:
+            raise ValueError(
+                f"The SavedModel at {self.path} is not a tltk export: its {SIGNATURE_KEY!r} "
+                f"signature takes {sorted(inputs)}, not {INPUT_KEY!r} or {TEXT_KEY!r}."
+            )
+        self.input_shape = tuple(inputs[self._key].shape[1:])
 
-    def __call__(self, images):
+    def __call__(self, inputs):
         outputs = [
-            self._serve(**{INPUT_KEY: tf.constant(images[start : start + BATCH_SIZE])})[OUTPUT_KEY]
-            for start in range(0, len(images), BATCH_SIZE)
+            self._serve(**{self._key: tf.constant(inputs[start : start + BATCH_SIZE])})[OUTPUT_KEY]
+            for start in range(0, len(inputs), BATCH_SIZE)
         ]
         return np.concatenate([output.numpy() for output in outputs])
 
@@ -115,7 +139,15 @@ class TFLiteRunner:
             self._interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as error:
             raise ValueError(f"Cannot load the TFLite file {self.path}: {error}") from error
-        self._input = self._interpreter.get_input_details()[0]
+        details = self._interpreter.get_input_details()
+        if len(details) != 1:
+            raise ValueError(
+                f"{self.path} takes {len(details)} inputs ({', '.join(d['name'] for d in details)}), "
+                "not one image: a text classifier's TFLite file takes token ids from its tokenizer "
+                "(see the `tokenizer` entry of export.json); load the export's SavedModel to "
+                "predict from strings."
+            )
+        self._input = details[0]
         self._output = self._interpreter.get_output_details()[0]
         self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
         self.input_dtype = np.dtype(self._input["dtype"])
