@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import tltk
 from tltk.objectives import objective
+from tltk.run_state import RunState
 from tltk.training import fine_tune
 
 from tests.helpers import tiny_bn_cnn
@@ -101,12 +102,28 @@ def test_fine_tune_learns_and_reports_each_stage():
     assert result.stages[2]["learning_rates"] == pytest.approx(
         {"head": 3e-3, "top": 9e-4, "block2": 2.7e-4}
     )
-    best = max((v, -s) for s, h in enumerate(result.histories) for v in h["val_accuracy"])
-    assert (result.best_metric, result.best_stage) == (best[0], 1 - best[1])
+    # The best epoch: highest val_accuracy, ties to the lower val_loss, then to the earlier epoch.
+    epochs = [
+        (h["val_accuracy"][e], -h["val_loss"][e], -s, -e)
+        for s, h in enumerate(result.histories)
+        for e in range(len(h["val_accuracy"]))
+    ]
+    best = max(epochs)
+    assert (result.best_metric, result.best_stage) == (best[0], 1 - best[2])
     assert result.stage1_metric == max(result.histories[0]["val_accuracy"])
     assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
         result.best_metric
     )
+
+
+def test_ties_of_the_monitor_go_to_the_lower_validation_loss():
+    state = RunState({}, 2, "max")
+    assert state.improves(0.9, 0.5)
+    state.best_value, state.best_loss = 0.9, 0.5
+    assert state.improves(0.9, 0.4) and not state.improves(0.9, 0.5)
+    assert not state.improves(0.9, 0.6) and not state.improves(0.9, None)
+    assert state.improves(0.91, 9.0) and not state.improves(0.89, 0.1)
+    assert not state.improves(float("nan"), 0.1)
 
 
 def test_gradual_unfreezes_one_more_group_per_stage_spread_over_epochs():

@@ -36,6 +36,7 @@ class RunState:
         self.mode = mode
         self.completed = 0
         self.best_value = None
+        self.best_loss = None  # validation loss at the best epoch: breaks ties of the monitor
         self.best_stage = None
         self.best_epoch = None
         self.best_weights = None
@@ -56,19 +57,26 @@ class RunState:
             )
         state.histories = saved["histories"]
         state.completed = saved["completed"]
-        state.best_value, state.best_stage, state.best_epoch = saved["best"]
+        state.best_value, state.best_stage, state.best_epoch, state.best_loss = saved["best"]
         weights_path = state.directory / BEST_WEIGHTS_FILE
         if weights_path.is_file():
             with np.load(weights_path) as arrays:
                 state.best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
         return state
 
-    def improves(self, value):
-        """Whether `value` beats the best so far (a tie does not; NaN never does)."""
+    def improves(self, value, loss=None):
+        """Whether `value` beats the best so far (NaN never does).
+
+        A tie goes to the lower validation `loss` when both epochs have one: on a small
+        validation set accuracy saturates (every epoch 99%), and the first epoch to reach it is
+        rarely the best model.
+        """
         if value is None or math.isnan(value):
             return False
         if self.best_value is None:
             return True
+        if value == self.best_value:
+            return loss is not None and self.best_loss is not None and loss < self.best_loss
         return value > self.best_value if self.mode == "max" else value < self.best_value
 
     def save(self, *, weights=False):
@@ -85,7 +93,7 @@ class RunState:
                 "fingerprint": self.fingerprint,
                 "histories": self.histories,
                 "completed": self.completed,
-                "best": [self.best_value, self.best_stage, self.best_epoch],
+                "best": [self.best_value, self.best_stage, self.best_epoch, self.best_loss],
             }
         )
         _atomic_write(self.directory / STATE_FILE, lambda f: f.write(content.encode()))
@@ -121,13 +129,15 @@ class BestTracker(keras.callbacks.Callback):
             )
         self.state.histories[self.stage].append({k: float(v) for k, v in logs.items()})
         value = float(logs[self.monitor])
-        improved = self.state.improves(value)
+        loss = float(logs["val_loss"]) if "val_loss" in logs else None
+        improved = self.state.improves(value, loss)
         if improved:
             self.state.best_value, self.state.best_stage, self.state.best_epoch = (
                 value,
                 self.stage,
                 epoch,
             )
+            self.state.best_loss = loss
             self.state.best_weights = self.target.get_weights()
         self.state.save(weights=improved)
 

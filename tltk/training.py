@@ -124,7 +124,8 @@ def fine_tune(
         loss: str or keras loss. Defaults to one chosen from the output activation and the labels
             (see `tltk.objectives.objective`).
         monitor: str. Validation metric that chooses the weights; `"val_loss"` is minimised,
-            anything else maximised. Defaults to `"val_accuracy"`.
+            anything else maximised, and a tie goes to the epoch with the lower `val_loss`.
+            Defaults to `"val_accuracy"`.
         verbose: int. 0 silent, 1 progress bars and stage lines, 2 one line per epoch.
             Defaults to `1`.
 
