@@ -283,3 +283,7 @@ def test_bad_arguments_fail_clearly(tiny_bert, tmp_path):
     image = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="must take a batch of strings"):
         export_text(image, tmp_path / "x")
+    text_model = build_text_classifier(tiny_bert, 2, sequence_length=8)
+    with pytest.raises(ValueError, match="text classifier.*quantization=\\['float32', 'int8'\\]"):
+        tltk.export(text_model, tmp_path / "y", quantization=["float32", "int8"])
+    assert not (tmp_path / "y").exists()

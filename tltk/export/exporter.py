@@ -99,7 +99,13 @@ def export(
     names, probabilities = predictor.predict(images[:4])
     ```
     """
-    if is_text_model(model):  # text models take strings: their own path
+    if is_text_model(model):  # text models take strings: their own path, float32 only
+        if quantization not in ("float32", ["float32"], ("float32",)) or representative_data is not None:
+            raise ValueError(
+                f"{model.name!r} is a text classifier: its TFLite file is float32 and takes token ids, "
+                "so it has no quantized variants or calibration data. Received: "
+                f"quantization={quantization!r}, representative_data={type(representative_data).__name__}"
+            )
         return export_text(model, export_dir, formats=formats, labels=labels, parity_data=parity_data, parity=parity, overwrite=overwrite)
     input_shape, num_classes, activation = check_classifier(model)
     formats = _check_formats(formats)
