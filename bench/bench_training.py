@@ -25,7 +25,7 @@ as a user's data would. Two figures, printed and written to `bench/results/train
 
 Usage:
 
-    python bench/bench_training.py                 # both parts, about 12 minutes on 2 cores
+    python bench/bench_training.py                 # both parts, about 14 minutes on 2 cores
     python bench/bench_training.py --part timing   # only part 1
 """
 

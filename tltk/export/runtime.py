@@ -1,4 +1,4 @@
-"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels (or texts) and returns probabilities."""
+"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels (or texts); returns probabilities."""
 
 from __future__ import annotations
 
