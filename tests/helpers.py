@@ -1,4 +1,4 @@
-"""Shared test helpers: a tiny registered backbone with BatchNorm and named groups."""
+"""Shared test helpers: tiny registered backbones with BatchNorm and named groups."""
 
 import keras
 
@@ -45,4 +45,6 @@ def tiny_bn_cnn(name, blocks, *, preprocessing="unit", initializer="glorot_unifo
     )
 
 
-TINY_BN_CNN = tiny_bn_cnn("test_tiny_bn_cnn", (("stem", 8, 2, 3), ("mid", 16, 2, 3), ("top", 16, 2, 3)))
+TINY_BN_CNN = tiny_bn_cnn(
+    "test_tiny_bn_cnn", (("stem", 8, 2, 3), ("mid", 16, 2, 3), ("top", 16, 2, 3))
+)
