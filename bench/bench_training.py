@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tltk  # noqa: E402
+from bench.record import write_record  # noqa: E402
 from tltk.backbones import glyphnet  # noqa: E402
 from tltk.datasets import digits  # noqa: E402
 from tltk.lr_finder import find_lr  # noqa: E402
@@ -292,10 +293,7 @@ def main(parts=("timing", "transfer")):
             )
             record["transfer"] = transfer(digits(pathlib.Path(tmp) / "32", size=32))
     record[f"seconds_{'_'.join(parts)}"] = round(time.perf_counter() - start, 1)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    partial = RESULTS.with_name(RESULTS.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, RESULTS)
+    write_record(RESULTS, record)
     print(f"wrote {RESULTS.relative_to(REPO)} in {time.perf_counter() - start:.0f} s")
     return record
 

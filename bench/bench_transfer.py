@@ -39,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import tltk  # noqa: E402
+from bench.record import write_record  # noqa: E402
 import tltk.data  # noqa: E402
 from tltk.backbones import glyphnet  # noqa: E402
 from tltk.datasets import digits  # noqa: E402
@@ -234,10 +235,7 @@ def main():
         "seconds_total": round(time.perf_counter() - start, 1),
         "tensorflow": tf.__version__,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    partial = RESULTS.with_name(RESULTS.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, RESULTS)
+    write_record(RESULTS, record)
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return record
 

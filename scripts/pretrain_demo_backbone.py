@@ -50,6 +50,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 import tltk  # noqa: E402
+from bench.record import write_record  # noqa: E402
 from tltk.backbones import glyphnet  # noqa: E402
 from tltk.datasets import digit_image  # noqa: E402
 
@@ -180,13 +181,6 @@ def save_backbone(model, out_dir, metadata):
     return manifest
 
 
-def _write_json(path, record):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, path)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=64000, help="training glyphs")
@@ -262,7 +256,7 @@ def main(argv=None):
         "python": platform.python_version(),
         "source_task": source_task,
     }
-    _write_json(args.bench, record)
+    write_record(args.bench, record)
     print(json.dumps({k: v for k, v in record.items() if k != "source_task"}, indent=2))
     return record
 
