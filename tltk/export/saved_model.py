@@ -53,9 +53,12 @@ def check_classifier(model):
             "`model` must output one score per class, shape (batch, classes). "
             f"Received: output shape {output_shape}"
         )
-    activation = getattr(model.layers[-1], "activation", None)
-    activation = getattr(activation, "__name__", "linear")
-    return input_shape, int(output_shape[1]), activation
+    return input_shape, int(output_shape[1]), output_activation(model)
+
+
+def output_activation(model):
+    """The name of the activation of `model`'s last layer; `"linear"` when it has none."""
+    return getattr(getattr(model.layers[-1], "activation", None), "__name__", "linear")
 
 
 def write_saved_model(model, path, *, class_names):

@@ -26,7 +26,9 @@ from tltk.export.saved_model import (
     EXTRA_ASSETS,
     LABELS_FILE,
     OUTPUT_KEY,
+    PROBABILITY_ACTIVATIONS,
     SIGNATURE_KEY,
+    output_activation,
     write_labels,
 )
 from tltk.export.tflite import convert
@@ -182,8 +184,7 @@ def _parity_texts(parity_data):
 
 
 def _outputs_are_probabilities(model):
-    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "linear")
-    return activation in ("softmax", "sigmoid")
+    return output_activation(model) in PROBABILITY_ACTIVATIONS
 
 
 def _probabilities(model, outputs):
