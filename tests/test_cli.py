@@ -68,6 +68,8 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     assert predicted.exit_code == 0, predicted.output
     top = [line.split(": ")[1].split()[0] for line in predicted.output.strip().splitlines()]
     assert len(top) == 10 and top.count("7") >= 8
+    missing = runner.invoke(main, ["predict", str(tflite), str(tmp_path / "nope.png")])
+    assert missing.exit_code != 0 and f"No such image file or folder: {tmp_path / 'nope.png'}" in missing.output
 
     evaluated = runner.invoke(main, ["evaluate", str(tflite), str(small), "--out", str(tmp_path / "eval")])
     assert evaluated.exit_code == 0, evaluated.output
