@@ -18,11 +18,14 @@ warm-up runs; the figure is the median of the round medians. Targets: int8 <= 0.
 
 Usage:
 
-    python bench/bench_export.py
+    python bench/bench_export.py                  # about 10 minutes on 2 cores
+    python bench/bench_export.py --keep exported  # and keep the files, to time them elsewhere
+                                                  # with bench/tflite_latency.py
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import pathlib
 import platform
@@ -42,10 +45,10 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 import tltk  # noqa: E402
 from bench.record import write_record  # noqa: E402
+from bench.tflite_latency import latencies  # noqa: E402
 from tltk.backbones import glyphnet  # noqa: E402  (registers tltk_glyphnet)
 from tltk.datasets import digit_image  # noqa: E402
 from tltk.export import export  # noqa: E402
-from tltk.export.runtime import TFLiteRunner  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "export.json"
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -120,18 +123,6 @@ def mobilenet_model(train_x, train_y):
     return model, recipe
 
 
-def latencies(files, num_threads):
-    """Per file: round medians of `invoke()` ms on one image, rounds interleaved across files."""
-    runners = {q: TFLiteRunner(path, num_threads=num_threads) for q, path in files.items()}
-    shape = runners["float32"].input_shape
-    image = np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
-    rounds = {q: [] for q in files}
-    for _ in range(ROUNDS):
-        for q, runner in runners.items():
-            rounds[q].append(runner.latency_ms(image, runs=RUNS))
-    return rounds
-
-
 def file_row(exported, float32, rounds):
     """One table row: size, parity and latency (TFLite files) of an exported file."""
     row = {"format": exported.format, "size_bytes": exported.size_bytes}
@@ -170,7 +161,7 @@ def bench(name, build, split, folder):
     )
     export_s = time.perf_counter() - start - trained_s
     files = {q: report.file("tflite", q).path for q in QUANTIZATIONS}
-    rounds = {threads: latencies(files, threads) for threads in THREADS}
+    rounds = {t: latencies(files, t, rounds=ROUNDS, runs=RUNS) for t in THREADS}
     float32 = report.file("tflite", "float32")
     rows = {f.path.name: file_row(f, float32, rounds) for f in report.files}
     print(f"\n{name} {size[0]}x{size[1]}: Keras accuracy {model_accuracy:.4f} on held-out digits")
@@ -220,14 +211,15 @@ def target_checks(results):
     return checks
 
 
-def main():
+def main(keep=None):
     start = time.perf_counter()
     load_before = list(os.getloadavg())
     split = digits_split()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(keep or tmp)
         for name, build in (("tltk_glyphnet", glyphnet_model), ("mobilenet_v2", mobilenet_model)):
-            results[name] = bench(name, build, split, pathlib.Path(tmp))
+            results[name] = bench(name, build, split, folder)
     checks = target_checks(results)
     print("\ntargets:")
     for check, ok in checks.items():
@@ -255,4 +247,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=pathlib.Path, help="write the exports here and keep them")
+    main(parser.parse_args().keep)
