@@ -69,9 +69,8 @@ SHOTS = 10
 VALIDATION_SHOTS = 10
 BATCH_SIZE = 16
 TOTAL_EPOCHS = 40
-FINE_TUNE = dict(
-    head_epochs=5, epochs=35
-)  # and the defaults: unfreeze="gradual", lr_decay=0.3, fine_tune_lr=lr/2
+# And fine_tune's defaults: unfreeze="gradual", lr_decay=1/2.6, fine_tune_lr=learning_rate/2.
+FINE_TUNE = {"head_epochs": 5, "epochs": 35}
 
 
 def pretrained(seed, input_size=32, backbone=glyphnet.NAME):

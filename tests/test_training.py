@@ -100,7 +100,7 @@ def test_fine_tune_learns_and_reports_each_stage():
     assert result.stages[0]["cached"] and not result.stages[1]["cached"]
     assert result.stages[0]["learning_rates"] == {"head": 3e-2}
     assert result.stages[2]["learning_rates"] == pytest.approx(
-        {"head": 3e-3, "top": 9e-4, "block2": 2.7e-4}
+        {"head": 3e-3, "top": 3e-3 / 2.6, "block2": 3e-3 / 2.6**2}
     )
     # The best epoch: highest val_accuracy, ties to the lower val_loss, then to the earlier epoch.
     epochs = [
