@@ -43,20 +43,30 @@ def test_features_match_the_backbone_whatever_the_extraction_batches(monkeypatch
         assert (cache.batch_size, cache.steps_per_epoch) == (16, 5)
 
 
-@pytest.mark.parametrize("class_weight", [None, {0: 1.0, 1: 3.0, 2: 0.5}])
-def test_fit_trains_the_head_as_keras_fit_does(class_weight):
+@pytest.mark.parametrize(
+    "loss, class_weight",
+    [
+        ("sparse_categorical_crossentropy", None),
+        (keras.losses.SparseCategoricalCrossentropy(), {0: 1.0, 1: 3.0, 2: 0.5}),
+    ],
+)
+def test_fit_trains_the_head_as_keras_fit_does(loss, class_weight):
     """One batch per epoch (shuffling cannot matter): the same weights and logs as `head.fit`."""
     (x, y), (vx, vy) = images(48, 0), images(24, 1)
     model = frozen_model()
     cache = FeatureCache(model, dataset(x, y, 48), dataset(vx, vy, 48))
     reference = keras.models.clone_model(cache.head)
     reference.set_weights(cache.head.get_weights())
-    for head in (cache.head, reference):
-        head.compile(
-            keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
+    reference.compile(keras.optimizers.Adam(0.05), loss, metrics=["accuracy"])
 
-    history = cache.fit(3, class_weight=class_weight, verbose=0)
+    history = cache.fit(
+        3,
+        optimizer=keras.optimizers.Adam(0.05),
+        loss=loss,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        class_weight=class_weight,
+        verbose=0,
+    )
     features, labels = cache.train[0]
     expected = reference.fit(
         features,
@@ -72,7 +82,7 @@ def test_fit_trains_the_head_as_keras_fit_does(class_weight):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     assert sorted(history.history) == sorted(expected.history)
     for key, values in expected.history.items():
-        np.testing.assert_allclose(history.history[key], values, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(history.history[key], values, rtol=1e-4, atol=1e-6, err_msg=key)
     # The head's layers are the model's: the full model predicts with the trained head.
     np.testing.assert_allclose(
         model.predict(vx, verbose=0), reference.predict(cache.validation[0], verbose=0), atol=1e-5
@@ -88,17 +98,24 @@ def test_fit_runs_keras_callbacks_per_epoch_and_stops_early():
     seen = []
     record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
     stop = keras.callbacks.EarlyStopping("val_loss", patience=1, min_delta=1.0)
-    history = cache.fit(10, callbacks=[record, stop], verbose=0)
+    history = cache.fit(
+        10,
+        optimizer=keras.optimizers.SGD(0.0),
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        callbacks=[record, stop],
+        verbose=0,
+    )
     assert seen == [0, 1]  # no epoch improves val_loss by 1.0: stopped after the patience
     assert len(history.history["val_accuracy"]) == 2
 
 
-def test_fit_needs_a_compiled_head_and_refuses_two_kinds_of_weights():
+def test_fit_refuses_bad_metrics_and_two_kinds_of_weights():
     (x, y) = images(16, 0)
     cache = FeatureCache(frozen_model(), dataset(x, y, 8, np.ones(16, "float32")))
-    with pytest.raises(ValueError, match="Compile"):
-        cache.fit(1)
-    cache.head.compile("sgd", "sparse_categorical_crossentropy")
+    fit = dict(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="metrics"):
+        cache.fit(1, metrics=["accuracy"], **fit)
     with pytest.raises(ValueError, match="class_weight"):
-        cache.fit(1, class_weight={0: 2.0}, verbose=0)
-    assert len(cache.fit(1, verbose=0).history["loss"]) == 1  # the dataset's sample weights
+        cache.fit(1, class_weight={0: 2.0}, verbose=0, **fit)
+    assert len(cache.fit(1, verbose=0, **fit).history["loss"]) == 1  # the dataset's weights

@@ -55,7 +55,7 @@ class FeatureCache:
 
     Attributes:
         head: keras.Model. Features -> predictions, made of `model`'s own head layers (shared
-            weights: training it trains `model`). Compile it like `model`, then call `fit`.
+            weights: training it, with `fit`, trains `model`).
         train: list of tuples. Per cached view, `(features, labels[, sample_weights])` arrays.
         validation: tuple or None. The validation set's `(features, labels[, sample_weights])`.
         batch_size: int. The batch size of `train` (training and validation batches).
@@ -65,9 +65,9 @@ class FeatureCache:
 
     ```python
     cache = FeatureCache(model, data.train, data.validation)
-    cache.head.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                       metrics=["accuracy"])
-    history = cache.fit(epochs=10)   # model's head is now trained
+    history = cache.fit(10, optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
+                        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    # model's head is now trained
     ```
     """
 
@@ -105,17 +105,31 @@ class FeatureCache:
         self.steps_per_epoch = -(-len(self.train[0][0]) // self.batch_size)
         self.validation = None if validation is None else _extract(plain, validation)
 
-    def fit(self, epochs, *, callbacks=(), class_weight=None, verbose=1):
-        """Trains the compiled `head` on the cached features, the next view each epoch.
+    def fit(
+        self,
+        epochs,
+        *,
+        optimizer,
+        loss,
+        metrics=(),
+        callbacks=(),
+        class_weight=None,
+        verbose=1,
+    ):
+        """Trains `head` on the cached features, the next view each epoch; returns the History.
 
-        What `head.fit` would do, without its fixed costs (on small heads they outweigh the
-        training itself): the features stay in memory, each epoch (reshuffled, in batches of
-        `batch_size`, with Keras' own `train_step`) and each validation pass is one call of a
-        function traced once, and the callbacks are called per epoch (batch hooks once per
-        epoch, as `fit` with `steps_per_execution`).
+        What `head.compile(...)` then `head.fit(...)` would do (the same updates and logs: a test
+        checks it), without their fixed costs, which outweigh the training of a small head: the
+        features stay in memory, an epoch (reshuffled, in batches of `batch_size`) and its
+        validation pass are one call of one function traced once, and the callbacks are called
+        per epoch (batch hooks once per epoch, as `fit` with `steps_per_execution` does).
 
         Args:
             epochs: int. Epochs to train.
+            optimizer: keras.optimizers.Optimizer. A fresh optimizer.
+            loss: str, function or keras.losses.Loss. As for `compile`.
+            metrics: sequence of keras.metrics.Metric. Logged by name, with `"val_"` versions.
+                Defaults to `()`.
             callbacks: sequence. Keras callbacks; they see `head`. Defaults to `()`.
             class_weight: dict. `{class_index: weight}`, as in `fit`. Defaults to `None`.
             verbose: int. 0 silent, 1 a progress bar, 2 one line per epoch. Defaults to `1`.
@@ -124,13 +138,20 @@ class FeatureCache:
             The `keras.callbacks.History` of the run (`val_` entries with a validation set).
         """
         head = self.head
-        if not head.compiled:
-            raise ValueError("Compile `FeatureCache.head` (optimizer, loss, metrics) before `fit`.")
+        if not all(isinstance(m, keras.metrics.Metric) for m in metrics):
+            raise ValueError(
+                f"`metrics` must be keras.metrics.Metric objects. Received: metrics={metrics!r}"
+            )
+        head.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))  # for callbacks
+        loss = _loss_object(loss)
+        optimizer.build(head.trainable_variables)  # its variables must exist before tracing
+        tracked = [keras.metrics.Mean(name="loss"), *metrics]
         views = [_tensors(arrays, class_weight) for arrays in self.train]
         validation = None if self.validation is None else _tensors(self.validation, None)
-        # One function, plain graph loops (no AutoGraph): tracing is most of a small head's cost.
-        run_epoch = tf.function(self._epoch, autograph=False)
-        head.optimizer.build(head.trainable_variables)
+        # One plain graph (no AutoGraph, no Keras train_step): tracing is most of the cost here.
+        run_epoch = tf.function(
+            lambda train, val: self._epoch(train, val, optimizer, loss, tracked), autograph=False
+        )
         callbacks = keras.callbacks.CallbackList(
             list(callbacks),
             add_history=True,
@@ -153,33 +174,80 @@ class FeatureCache:
             callbacks.on_epoch_end(epoch, logs)
             if head.stop_training:
                 break
-        head.optimizer.finalize_variable_values(head.trainable_weights)
+        optimizer.finalize_variable_values(head.trainable_weights)
         callbacks.on_train_end(logs)
         return head.history
 
-    def _epoch(self, train, validation):
-        """One epoch on `train`, then a pass over `validation` (or None): their metrics."""
-        self.head.reset_metrics()
-        order = tf.random.shuffle(tf.range(tf.shape(train[0])[0]))
+    def _epoch(self, train, validation, optimizer, loss, tracked):
+        """One epoch on `train`, then a pass over `validation` (or None): their logs."""
+        head, size = self.head, self.batch_size
+
+        def losses(batch, training):
+            x, y, *weights = batch
+            predictions = head(x, training=training)
+            value = loss(y, predictions, sample_weight=weights[0] if weights else None)
+            if head.losses:  # regularization, as Keras' compute_loss adds it
+                value = value + tf.add_n(head.losses)
+            return value, predictions
+
+        def update(batch, value, predictions):
+            x, y, *_ = batch
+            tracked[0].update_state(value, sample_weight=tf.shape(x)[0])
+            for metric in tracked[1:]:  # unweighted, as `compile(metrics=...)`
+                metric.update_state(y, predictions)
+
+        def results():
+            return {m.name: m.result() for m in tracked}
 
         def train_step(index):
-            batch = order[index * self.batch_size : (index + 1) * self.batch_size]
-            self.head.train_step(tuple(tf.gather(t, batch) for t in train))
+            rows = order[index * size : (index + 1) * size]
+            batch = tuple(tf.gather(t, rows) for t in train)
+            with tf.GradientTape() as tape:
+                value, predictions = losses(batch, training=True)
+                scaled = optimizer.scale_loss(value)
+            variables = head.trainable_variables
+            optimizer.apply(tape.gradient(scaled, variables), variables)
+            update(batch, value, predictions)
             return (index + 1,)
 
+        def test_step(start):
+            batch = tuple(t[start : start + size] for t in validation)
+            update(batch, *losses(batch, training=False))
+            return (start + size,)
+
+        for metric in tracked:
+            metric.reset_state()
+        order = tf.random.shuffle(tf.range(tf.shape(train[0])[0]))
         tf.while_loop(lambda index: index < self.steps_per_epoch, train_step, (tf.constant(0),))
-        train_logs = self.head.get_metrics_result()
+        train_logs = results()
         if validation is None:
             return train_logs, {}
-        self.head.reset_metrics()
-
-        def test_step(start):
-            self.head.test_step(tuple(t[start : start + self.batch_size] for t in validation))
-            return (start + self.batch_size,)
-
+        for metric in tracked:
+            metric.reset_state()
         count = tf.shape(validation[0])[0]
         tf.while_loop(lambda start: start < count, test_step, (tf.constant(0),))
-        return train_logs, self.head.get_metrics_result()
+        return train_logs, results()
+
+
+def _loss_object(loss):
+    """`loss` as a `keras.losses.Loss`: reduction and sample weights as `compile` applies them."""
+    loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    if not callable(loss):
+        raise ValueError(f"`loss` must be a Keras loss, its name or a function. Received: {loss!r}")
+    return _FunctionLoss(loss)
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A loss function `f(y_true, y_pred)` reduced like a Keras loss."""
+
+    def __init__(self, fn, **kwargs):
+        super().__init__(name=kwargs.pop("name", getattr(fn, "__name__", "loss")), **kwargs)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
 
 
 def _tensors(arrays, class_weight):

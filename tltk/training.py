@@ -219,9 +219,14 @@ def fine_tune(
         ) + list(callbacks)
         if cached:
             cache = FeatureCache(model, train, validation, views=augmented_views)
-            cache.head.compile(optimizer=base, loss=stage_loss, metrics=metrics)
             cache.fit(
-                n_epochs, callbacks=stage_callbacks, class_weight=class_weight, verbose=verbose
+                n_epochs,
+                optimizer=base,
+                loss=stage_loss,
+                metrics=metrics,
+                callbacks=stage_callbacks,
+                class_weight=class_weight,
+                verbose=verbose,
             )
         else:
             model.compile(optimizer=base, loss=stage_loss, metrics=metrics)
