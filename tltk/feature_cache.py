@@ -144,7 +144,8 @@ class FeatureCache:
             )
         head.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))  # for callbacks
         loss = _loss_object(loss)
-        optimizer.build(head.trainable_variables)  # its variables must exist before tracing
+        if not optimizer.built:  # its variables must exist before tracing
+            optimizer.build(head.trainable_variables)
         tracked = [keras.metrics.Mean(name="loss"), *metrics]
         views = [_tensors(arrays, class_weight) for arrays in self.train]
         validation = None if self.validation is None else _tensors(self.validation, None)
