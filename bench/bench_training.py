@@ -175,6 +175,9 @@ def arrays(dataset):
 
 
 def few_shot_split(pool_x, pool_y, seed):
+    # The global seed first: the shuffle's order depends on it too, so without this a seed's
+    # figures would depend on what the process ran before (`--part transfer` alone or after timing).
+    keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     picked = [
         rng.choice(np.flatnonzero(pool_y == c), SHOTS + VALIDATION_SHOTS, replace=False)
