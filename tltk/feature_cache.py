@@ -65,8 +65,9 @@ class FeatureCache:
 
     ```python
     cache = FeatureCache(model, data.train, data.validation)
-    history = cache.fit(10, optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
-                        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    history = cache.fit(10, optimizer=keras.optimizers.Adam(),
+                        loss="sparse_categorical_crossentropy", metrics=[accuracy])
     # model's head is now trained
     ```
     """
