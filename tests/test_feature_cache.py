@@ -92,9 +92,6 @@ def test_fit_trains_the_head_as_keras_fit_does(loss, class_weight):
 def test_fit_runs_keras_callbacks_per_epoch_and_stops_early():
     (x, y), (vx, vy) = images(48, 0), images(24, 1)
     cache = FeatureCache(frozen_model(), dataset(x, y, 16), dataset(vx, vy, 16))
-    cache.head.compile(
-        keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
     seen = []
     record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
     stop = keras.callbacks.EarlyStopping("val_loss", patience=1, min_delta=1.0)
