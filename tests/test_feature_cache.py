@@ -113,6 +113,10 @@ def test_fit_refuses_bad_metrics_and_two_kinds_of_weights():
     fit = dict(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="metrics"):
         cache.fit(1, metrics=["accuracy"], **fit)
+    with pytest.raises(ValueError, match="epochs"):
+        cache.fit("3", **fit)
+    with pytest.raises(ValueError, match="class_weight"):
+        cache.fit(1, class_weight=[1.0, 2.0], **fit)
     with pytest.raises(ValueError, match="class_weight"):
         cache.fit(1, class_weight={0: 2.0}, verbose=0, **fit)
     assert len(cache.fit(1, verbose=0, **fit).history["loss"]) == 1  # the dataset's weights

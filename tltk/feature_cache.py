@@ -139,6 +139,13 @@ class FeatureCache:
             The `keras.callbacks.History` of the run (`val_` entries with a validation set).
         """
         head = self.head
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+            raise ValueError(f"`epochs` must be an integer >= 0. Received: epochs={epochs!r}")
+        if class_weight is not None and not isinstance(class_weight, dict):
+            raise ValueError(
+                "`class_weight` must be a dict {class_index: weight}. "
+                f"Received: class_weight={class_weight!r}"
+            )
         if not all(isinstance(m, keras.metrics.Metric) for m in metrics):
             raise ValueError(
                 f"`metrics` must be keras.metrics.Metric objects. Received: metrics={metrics!r}"
