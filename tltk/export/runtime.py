@@ -15,7 +15,7 @@ from tltk.export.saved_model import (
     PROBABILITY_ACTIVATIONS,
     SIGNATURE_KEY,
     check_classifier,
-    output_activation,
+    last_activation,
 )
 from tltk.text import INPUT_NAME as TEXT_KEY
 from tltk.text import is_text_model
@@ -44,7 +44,7 @@ class KerasRunner:
         self.takes_text = is_text_model(model)
         if self.takes_text:
             self.input_shape, self.num_classes = (), int(model.outputs[0].shape[-1])
-            activation = output_activation(model)
+            activation = last_activation(model)
         else:
             self.input_shape, self.num_classes, activation = check_classifier(model)
         self._add_softmax = activation not in PROBABILITY_ACTIVATIONS

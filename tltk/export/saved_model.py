@@ -53,10 +53,10 @@ def check_classifier(model):
             "`model` must output one score per class, shape (batch, classes). "
             f"Received: output shape {output_shape}"
         )
-    return input_shape, int(output_shape[1]), output_activation(model)
+    return input_shape, int(output_shape[1]), last_activation(model)
 
 
-def output_activation(model):
+def last_activation(model):
     """The name of the activation of `model`'s last layer; `"linear"` when it has none."""
     return getattr(getattr(model.layers[-1], "activation", None), "__name__", "linear")
 

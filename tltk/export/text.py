@@ -28,7 +28,7 @@ from tltk.export.saved_model import (
     OUTPUT_KEY,
     PROBABILITY_ACTIVATIONS,
     SIGNATURE_KEY,
-    output_activation,
+    last_activation,
     write_labels,
 )
 from tltk.export.tflite import convert
@@ -184,7 +184,7 @@ def _parity_texts(parity_data):
 
 
 def _outputs_are_probabilities(model):
-    return output_activation(model) in PROBABILITY_ACTIVATIONS
+    return last_activation(model) in PROBABILITY_ACTIVATIONS
 
 
 def _probabilities(model, outputs):
