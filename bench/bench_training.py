@@ -70,7 +70,7 @@ SHOTS = 10
 VALIDATION_SHOTS = 10
 BATCH_SIZE = 16
 TOTAL_EPOCHS = 40
-# And fine_tune's defaults: unfreeze="gradual", lr_decay=1/2.6, fine_tune_lr=learning_rate/2.
+# And fine_tune's defaults: unfreeze="all", lr_decay=0.7, fine_tune_lr=learning_rate/2.
 FINE_TUNE = {"head_epochs": 5, "epochs": 35}
 
 

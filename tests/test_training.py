@@ -100,7 +100,7 @@ def test_fine_tune_learns_and_reports_each_stage():
     assert result.stages[0]["cached"] and not result.stages[1]["cached"]
     assert result.stages[0]["learning_rates"] == {"head": 3e-2}
     assert result.stages[2]["learning_rates"] == pytest.approx(
-        {"head": 3e-3, "top": 3e-3 / 2.6, "block2": 3e-3 / 2.6**2}
+        {"head": 3e-3, "top": 3e-3 * 0.7, "block2": 3e-3 * 0.7**2}
     )
     # The best epoch: highest val_accuracy, ties to the lower val_loss, then to the earlier epoch.
     epochs = [
@@ -128,10 +128,20 @@ def test_ties_of_the_monitor_go_to_the_lower_validation_loss():
 
 def test_gradual_unfreezes_one_more_group_per_stage_spread_over_epochs():
     train, val = datasets(n_train=48)
-    result = fine_tune(build(), train, val, head_epochs=1, epochs=3, **FAST)
+    result = fine_tune(build(), train, val, head_epochs=1, epochs=3, unfreeze="gradual", **FAST)
     assert [s["unfrozen"] for s in result.stages] == [[], GROUPS[-2:], GROUPS[-3:], GROUPS]
     assert [s["epochs"] for s in result.stages] == [1, 1, 1, 1]
     assert list(result.stages[3]["learning_rates"]) == ["head", "top", "block2", "block1", "stem"]
+
+
+def test_by_default_everything_unfreezes_at_once_at_decayed_rates():
+    train, val = datasets(n_train=48)
+    result = fine_tune(build(), train, val, head_epochs=1, epochs=2, fine_tune_lr=1e-3, **FAST)
+    assert [s["unfrozen"] for s in result.stages] == [[], GROUPS]
+    assert [s["epochs"] for s in result.stages] == [1, 2]
+    assert result.stages[1]["learning_rates"] == pytest.approx(
+        {g: 1e-3 * 0.7**k for k, g in enumerate(["head", *reversed(GROUPS)])}
+    )
 
 
 @pytest.mark.parametrize("cache_features", [True, False])

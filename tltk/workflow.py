@@ -167,8 +167,8 @@ def demo(out_dir="tltk_demo", *, head_epochs=30, epochs=10, verbose=1):
     Writes the 1,797 digits as a class-folder tree of PNGs under `out_dir/digits`, then runs
     `train_from_directory` on it with the demo backbone's shipped weights, exporting float32 and
     int8 TFLite files checked by the parity gate. The head trains 30 epochs on cached features
-    (fractions of a second each) at 3e-3; the five unfreezing stages then train at 1e-3 for the
-    head, halved per group below it.
+    (fractions of a second each) at 3e-3; then the whole network trains at 1e-3 for the head,
+    halved per group below it.
 
     Args:
         out_dir: str or Path. Folder for the data and the run. Defaults to `"tltk_demo"`.
