@@ -91,8 +91,9 @@ def fine_tune(
     Stage 1 trains the head on the frozen backbone (on cached backbone features where valid).
     Then the backbone is unfrozen (all at once by default, or from the top in stages) and trains
     with warmup then cosine decay, the group `k` steps below the head at
-    `fine_tune_lr * lr_decay ** k`. Every stage starts from the best weights so far, and the run ends with the best weights of all: if later
-    stages do not beat stage 1, the stage-1 weights are kept, and `fine_tune` says so.
+    `fine_tune_lr * lr_decay ** k`. Every stage starts from the best weights so far, and the run
+    ends with the best weights of all: if later stages do not beat stage 1, the stage-1 weights
+    are kept, and `fine_tune` says so.
 
     Args:
         model: keras.Model. A model from `tltk.build_classifier`; trained in place.
