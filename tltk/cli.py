@@ -96,7 +96,7 @@ def _train_defaults():
 
 @main.command()
 @click.option("--out", "out_dir", default="tltk_demo", show_default=True, help="Folder for the data, model, report and exports.")
-@click.option("--epochs", type=int, default=None, help="Epochs of the unfreezing stages (default: the demo's).")
+@click.option("--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen (default: the demo's).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_one_line_errors
 def demo(out_dir, epochs, quiet):
@@ -116,10 +116,10 @@ def demo(out_dir, epochs, quiet):
 @click.option("--backbone", default="mobilenet_v2", show_default=True, help="Registry name; see `tltk backbones`.")
 @click.option("--out", "out_dir", required=True, help="Run folder (model.keras, report/, export/).")
 @click.option("--weights", default="imagenet", show_default=True, help="'imagenet', 'none', a registered name or a weights file.")
-@click.option("--epochs", type=int, default=None, help="Epochs of the unfreezing stages.")
+@click.option("--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen.")
 @click.option("--head-epochs", type=int, default=None, help="Epochs of the head-only stage.")
 @click.option("--learning-rate", type=float, default=None, help="Peak rate of the head-only stage.")
-@click.option("--fine-tune-lr", type=float, default=None, help="Peak rate of the head in the unfreezing stages.")
+@click.option("--fine-tune-lr", type=float, default=None, help="Peak rate of the head once the backbone is unfrozen.")
 @click.option("--image-size", type=int, default=None, help="Square input size (default: the backbone's).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="none", show_default=True)
