@@ -24,7 +24,8 @@ from tltk.schedules import warmup_cosine
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # The default recipe after stage 1 is fastai's `fine_tune` for vision: unfreeze everything at once,
 # each group at 0.7 x the rate of the group above. On the few-shot digits it was the best of 10
-# settings on development seeds 3-7, and on seeds 8-12, not used to choose it, it gains more over
+# settings on development seeds 3-7 (averaged over the find_lr and the fixed rate; at the fixed rate
+# alone no decay at all was higher), and on seeds 8-12, not used to choose it, it gains more over
 # head-only training than ULMFiT's gradual unfreezing with 1/2.6 per group (the previous default):
 # +1.6 / +3.1 points against +0.9 / +1.8 at the find_lr / fixed rate
 # (`python bench/bench_training.py --part recipes`). Gradual unfreezing trains the lower groups in
