@@ -86,6 +86,7 @@ BATCH_SIZE = 16
 TOTAL_EPOCHS = 40
 # And fine_tune's defaults: unfreeze="all", lr_decay=0.7, fine_tune_lr=learning_rate/2.
 FINE_TUNE = {"head_epochs": 5, "epochs": 35}
+HEAD_ONLY = {"head_epochs": TOTAL_EPOCHS, "epochs": 0}
 
 
 def pretrained(seed, input_size=32, backbone=glyphnet.NAME):
@@ -210,11 +211,18 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), 1) == y))
 
 
-def head_rate(protocol, seed, train):
-    """The head's rate: find_lr's suggestion on the frozen model, or one fixed rate."""
-    if protocol == "head_lr_from_find_lr":
-        return find_lr(pretrained(seed), train).suggestion
-    return FIXED_LR
+def draws(pool_x, pool_y, seeds, protocol):
+    """Per seed: `(seed, train, validation, unused pool indexes, the head's rate)`.
+
+    The head's rate is find_lr's suggestion on the frozen model, or one fixed rate.
+    """
+    for seed in seeds:
+        train, val, unused = few_shot_split(pool_x, pool_y, seed)
+        if protocol == "head_lr_from_find_lr":
+            rate = find_lr(pretrained(seed), train).suggestion
+        else:
+            rate = FIXED_LR
+        yield seed, train, val, unused, rate
 
 
 def digit_pools(root):
@@ -240,15 +248,7 @@ def naive(seed, train, val, *, learning_rate, train_bn):
 def transfer_seed(seed, train, val, test, learning_rate):
     row = {"seed": seed, "learning_rate": learning_rate}
     model = pretrained(seed)
-    result = fine_tune(
-        model,
-        train,
-        val,
-        head_epochs=TOTAL_EPOCHS,
-        epochs=0,
-        learning_rate=learning_rate,
-        verbose=0,
-    )
+    result = fine_tune(model, train, val, learning_rate=learning_rate, verbose=0, **HEAD_ONLY)
     row["head_only"] = {"test": test(model), "validation": result.best_metric}
     for name, train_bn in (("naive_bn_frozen", False), ("naive_bn_training", True)):
         model, val_acc = naive(seed, train, val, learning_rate=learning_rate, train_bn=train_bn)
@@ -275,11 +275,10 @@ def transfer(root):
     protocols = {}
     for protocol in PROTOCOLS:
         print(f"  {protocol}:")
-        rows = []
-        for seed in SEEDS:
-            train, val, _ = few_shot_split(pool_x, pool_y, seed)
-            rate = head_rate(protocol, seed, train)
-            rows.append(transfer_seed(seed, train, val, test, rate))
+        rows = [
+            transfer_seed(seed, train, val, test, rate)
+            for seed, train, val, _, rate in draws(pool_x, pool_y, SEEDS, protocol)
+        ]
         methods = [k for k, v in rows[0].items() if isinstance(v, dict)]
         mean = {
             m: {
@@ -303,16 +302,13 @@ def transfer(root):
 def recipes(root):
     """Part 3: head only against fine_tune's unfreezing recipes, on development seeds."""
     pool_x, pool_y, _, _ = digit_pools(root)
+    runs = {"head_only": HEAD_ONLY, **{k: {**FINE_TUNE, **v} for k, v in RECIPES.items()}}
     protocols = {}
     for protocol in PROTOCOLS:
         print(f"  {protocol}:")
         rows = []
-        for seed in DEV_SEEDS:
-            train, val, unused = few_shot_split(pool_x, pool_y, seed)
-            rate = head_rate(protocol, seed, train)
+        for seed, train, val, unused, rate in draws(pool_x, pool_y, DEV_SEEDS, protocol):
             row = {"seed": seed, "learning_rate": rate, "scored_images": len(unused)}
-            runs = {"head_only": {"head_epochs": TOTAL_EPOCHS, "epochs": 0}}
-            runs.update({name: {**FINE_TUNE, **settings} for name, settings in RECIPES.items()})
             for name, settings in runs.items():
                 model = pretrained(seed)
                 fine_tune(model, train, val, learning_rate=rate, verbose=0, **settings)
