@@ -13,6 +13,7 @@ import tensorflow as tf
 
 _JPEG_RATIOS = (8, 4, 2, 1)
 DECODE_METHODS = (1, 2, 4, 8, None)  # JPEG DCT ratios, then the PNG decoder (None)
+_GRAY_WEIGHTS = (19595.0, 38470.0, 7471.0)  # ITU-R 601-2 luma in 1/65536ths, as Pillow's "L"
 
 
 def resize(image, image_size, crop_to_aspect_ratio=False, antialias=None):
@@ -77,12 +78,21 @@ def orient(image, orientation):
 
 
 def jpeg_ratio(height, width, orientation, image_size):
-    """The largest DCT reduction (8, 4, 2 or 1) that keeps a JPEG at least `image_size` upright."""
+    """The largest DCT reduction (8, 4, 2 or 1) that keeps a JPEG at least `image_size` upright.
+
+    A JPEG smaller than `image_size` in either axis (down to 1x1) is decoded at full scale, 1,
+    and upscaled by `resize`.
+
+    Example:
+
+    >>> jpeg_ratio(48, 48, 1, (224, 224)), jpeg_ratio(1000, 800, 6, (224, 224))
+    (1, 4)
+    """
     target_height, target_width = image_size
     if orientation in (5, 6, 7, 8):
         target_height, target_width = target_width, target_height
     room = min(height // target_height, width // target_width)
-    return next(ratio for ratio in _JPEG_RATIOS if room >= ratio)
+    return next((ratio for ratio in _JPEG_RATIOS if room >= ratio), 1)
 
 
 def decode_file(path, image_size, crop_to_aspect_ratio=False, *, orientation=1, jpeg_ratio=None,
@@ -177,6 +187,36 @@ def to_rgb(image):
     color = tf.cast(color, tf.float32) * alpha + 255.0 * (1.0 - alpha)
     color = tf.cast(color + 0.5, tf.uint8)
     return tf.image.grayscale_to_rgb(color) if channels == 2 else color
+
+
+def to_grayscale(image):
+    """Turns RGB pixels into one gray channel, as tltk does wherever a model takes grayscale.
+
+    Gray is the ITU-R 601-2 luma, `(19595 R + 38470 G + 7471 B + 32768) >> 16`: the integer
+    formula of Pillow's `Image.convert("L")`, so it gives the very values Pillow gives for 8-bit
+    pixels. Prediction, int8 calibration and parity samples (`tltk.export`) use it to feed a
+    1-channel model from the RGB that `tltk.data.load_image` decodes; map it over a training
+    dataset to train such a model on the same pixels.
+
+    Args:
+        image: tensor or array. `(..., 3)` RGB pixels, 0..255, of any numeric dtype.
+
+    Returns:
+        A `(..., 1)` tensor of the input's dtype (floats are rounded to whole values too).
+
+    Example:
+
+    >>> import numpy as np
+    >>> to_grayscale(np.array([[[255, 0, 0], [10, 200, 30]]], "uint8")).numpy()[..., 0].tolist()
+    [[76, 124]]
+    """
+    image = tf.convert_to_tensor(image)
+    if image.shape[-1] != 3:
+        raise ValueError(f"Images must have 3 channels (RGB). Received: shape={image.shape}")
+    weights = tf.constant(_GRAY_WEIGHTS, tf.float64)
+    weighted = tf.tensordot(tf.cast(image, tf.float64), weights, axes=[[-1], [0]])
+    gray = tf.floor((weighted + 32768.0) / 65536.0)[..., None]
+    return tf.cast(gray, image.dtype)
 
 
 def resize_all(dataset, image_size, crop_to_aspect_ratio=False):

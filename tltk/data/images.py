@@ -303,7 +303,11 @@ def _decode_with_pil(path, orientation, image_size, crop_to_aspect_ratio):
     except Exception as error:
         raise _file_error(path, error) from None
     resize_one = _array_resizer(image_size, bool(crop_to_aspect_ratio))
-    return resize_one(pixels, orientation).numpy()
+    try:
+        return resize_one(pixels, orientation).numpy()
+    except tf.errors.OpError as error:  # e.g. too large to resize in memory
+        raise ImageFileError(path, f"cannot resize a {pixels.shape[1]}x{pixels.shape[0]} image "
+                             f"to {image_size[1]}x{image_size[0]} ({error.message})") from None
 
 
 def _file_error(path, error):
