@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import numpy as np
 from PIL import Image
+
+from tltk import atomic
 
 DIGITS_COUNT = 1797
 
@@ -48,8 +49,8 @@ def digits(path, *, size=32):
 
     The 1,797 real 8x8 digits of `sklearn.datasets.load_digits` become grayscale PNGs under
     `path/<class>/<index>.png` (classes `"0"`..`"9"`), resized to `size` x `size` by `digit_image`.
-    Files already there are kept, so calling it twice costs nothing; each new file is written beside
-    its final name and then renamed, so a crash never leaves a half-written image.
+    Files already there are kept, so calling it twice costs nothing; each new file is written
+    atomically (`tltk.atomic`), so a crash never leaves a half-written image.
 
     Args:
         path: str or Path. Folder to write into; created if missing.
@@ -79,9 +80,8 @@ def digits(path, *, size=32):
             _check_existing(target, size)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        Image.fromarray(digit_image(counts, size=size)).save(partial, format="PNG")
-        os.replace(partial, target)
+        with atomic.writing(target) as partial:
+            Image.fromarray(digit_image(counts, size=size)).save(partial, format="PNG")
     return root
 
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from sklearn import metrics as skm
 
-from tltk import plots
+from tltk import atomic, plots
 
 
 @dataclasses.dataclass
@@ -213,7 +213,4 @@ def _is_keras(model):
 
 
 def _write_json(payload, path):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(payload, indent=2))

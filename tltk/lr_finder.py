@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import os
 import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tltk import atomic
 from tltk.objectives import objective
 
 
@@ -40,7 +40,7 @@ class LRFinderResult:
         """Saves the smoothed loss against the rate (log scale), the suggestion marked, as a PNG.
 
         Args:
-            path: str or Path. Where to write the image; written beside, then renamed.
+            path: str or Path. Where to write the image (atomically: see `tltk.atomic`).
 
         Returns:
             The path as a `pathlib.Path`.
@@ -67,9 +67,8 @@ class LRFinderResult:
             title="Learning-rate range test",
         )
         axes.legend()
-        partial = path.with_name(path.name + ".partial")
-        figure.savefig(partial, format="png", dpi=100)
-        os.replace(partial, path)
+        with atomic.writing(path) as partial:
+            figure.savefig(partial, format="png", dpi=100)
         return path
 
 

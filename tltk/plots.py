@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from tltk import atomic
 
 
 def _pyplot():
@@ -17,10 +17,11 @@ def _pyplot():
 
 
 def _save(fig, path):
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic.writing(path) as partial:
+            fig.savefig(partial, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
     return path
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
 
 import keras
 import numpy as np
+
+from tltk import atomic
 
 STATE_FILE = "run_state.json"
 BEST_WEIGHTS_FILE = "best.weights.npz"
@@ -85,9 +86,8 @@ class RunState:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         if weights and self.best_weights is not None:
-            _atomic_write(
-                self.directory / BEST_WEIGHTS_FILE, lambda f: np.savez(f, *self.best_weights)
-            )
+            with atomic.writing(self.directory / BEST_WEIGHTS_FILE) as partial:
+                np.savez(partial, *self.best_weights)  # `partial` ends in .npz, as the file does
         content = json.dumps(
             {
                 "fingerprint": self.fingerprint,
@@ -96,7 +96,7 @@ class RunState:
                 "best": [self.best_value, self.best_stage, self.best_epoch, self.best_loss],
             }
         )
-        _atomic_write(self.directory / STATE_FILE, lambda f: f.write(content.encode()))
+        atomic.write_text(self.directory / STATE_FILE, content)
 
 
 class BestTracker(keras.callbacks.Callback):
@@ -141,9 +141,3 @@ class BestTracker(keras.callbacks.Callback):
             self.state.best_weights = self.target.get_weights()
         self.state.save(weights=improved)
 
-
-def _atomic_write(path, write):
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        write(f)
-    os.replace(partial, path)

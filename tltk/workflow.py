@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import pathlib
 import time
 
 import keras
 
+from tltk import atomic
 from tltk import data as tltk_data
 from tltk.backbones.registry import get_backbone
 from tltk.builders import build_classifier
@@ -65,7 +65,7 @@ def train_from_directory(
     out_dir,
     *,
     backbone="mobilenet_v2",
-    weights="imagenet",
+    weights="default",
     image_size=None,
     batch_size=32,
     head_epochs=_FINE_TUNE_DEFAULTS["head_epochs"],
@@ -87,7 +87,8 @@ def train_from_directory(
         out_dir: str or Path. Run folder: `model.keras`, `report/` (report.json and plots) and
             `export/` (SavedModel, TFLite files, labels, record). An earlier run there is replaced.
         backbone: str. Registry name. Defaults to `"mobilenet_v2"`.
-        weights: str or None. Backbone weights, as in `build_classifier`. Defaults to `"imagenet"`.
+        weights: str or None. Backbone weights, as in `build_classifier`. Defaults to
+            `"default"`: the backbone's own first pretrained weights.
         image_size: int or tuple. Input size. Defaults to the backbone's default size.
         batch_size: int. Defaults to `32`.
         head_epochs: int. Epochs of the head-only stage. Defaults to `fine_tune`'s.
@@ -142,9 +143,8 @@ def train_from_directory(
     )
 
     model_path = out_dir / "model.keras"
-    tmp = out_dir / "model.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, model_path)
+    with atomic.writing(model_path) as partial:
+        model.save(partial)
     evaluation = evaluate(model, data, out_dir=out_dir / "report", history=result)
     quantize = list(quantize)
     held_out = data.test if data.test is not None else data.validation
