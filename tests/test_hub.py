@@ -1,4 +1,4 @@
-"""TF Hub modules as Keras 3 layers, offline: the tests build small SavedModels of both module styles."""
+"""TF Hub modules as Keras 3 layers, offline: the tests build small SavedModels of both styles."""
 
 import hashlib
 import os
@@ -54,7 +54,9 @@ class _ImageFeatureVector(tf.Module):
 class _SignatureOnly(tf.Module):
     def __init__(self):
         super().__init__()
-        self.kernel = tf.Variable(tf.random.stateless_normal((3, 6), seed=(3, 4)), name="dense/kernel")
+        self.kernel = tf.Variable(
+            tf.random.stateless_normal((3, 6), seed=(3, 4)), name="dense/kernel"
+        )
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def serve(self, images):
@@ -62,6 +64,33 @@ class _SignatureOnly(tf.Module):
             "default": tf.matmul(tf.reduce_mean(images, [1, 2]), self.kernel),
             "feature_map": images,
         }
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+            tf.TensorSpec([], tf.float32, name="scale"),
+        ]
+    )
+    def scaled(self, images, scale):
+        """Two outputs, no "default": `output_key` or `signature_outputs_as_dict` must choose."""
+        features = tf.matmul(tf.reduce_mean(images, [1, 2]), self.kernel) * scale
+        return {"features": features, "sum": tf.reduce_sum(features, 1, keepdims=True)}
+
+
+class _Scaled(tf.Module):
+    """A reusable module with an extra keyword argument (`scale`) and an L2 regularization loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = tf.Variable(tf.random.stateless_normal((3, 4), seed=(7, 8)), name="kernel")
+
+    @tf.function
+    def __call__(self, images, training=False, scale=1.0):
+        return tf.matmul(tf.reduce_mean(images, [1, 2]), self.kernel) * scale
+
+    @tf.function(input_signature=[])
+    def l2(self):
+        return 0.01 * tf.reduce_sum(tf.square(self.kernel))
 
 
 class _TextEmbedding(tf.Module):
@@ -90,17 +119,19 @@ class _TextEmbedding(tf.Module):
 
 
 def _no_network(*args, **kwargs):
-    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known (network disabled by the test)")
+    raise socket.gaierror(
+        socket.EAI_NONAME, "Name or service not known (network disabled by the test)"
+    )
 
 
-def _save_reusable(module, path, call):
+def _save_reusable(module, path, call, regularization_losses=()):
     """Saves a reusable SavedModel (TF Hub's convention: callable, with variable lists)."""
     root = tf.train.Checkpoint()
     root.module = module
     root.__call__ = call
     root.variables = list(module.variables)
     root.trainable_variables = list(module.trainable_variables)
-    root.regularization_losses = []
+    root.regularization_losses = list(regularization_losses)
     tf.saved_model.save(root, str(path))
     return str(path)
 
@@ -116,8 +147,15 @@ def modules(tmp_path_factory):
     tf.saved_model.save(
         signature,
         str(base / "signature"),
-        signatures={"default": signature.serve, "image_feature_vector": signature.serve},
+        signatures={
+            "default": signature.serve,
+            "image_feature_vector": signature.serve,
+            "scaled": signature.scaled,
+        },
     )
+    scaled = _Scaled()
+    for training in (True, False):
+        scaled.__call__.get_concrete_function(spec, training, tf.TensorSpec([], tf.float32))
     vocabulary = base / "vocabulary.txt"
     vocabulary.write_text("\n".join(WORDS))
     text = _TextEmbedding(str(vocabulary))
@@ -127,6 +165,8 @@ def modules(tmp_path_factory):
         "signature": str(base / "signature"),
         "text": _save_reusable(text, base / "text", text.__call__),
         "empty": str(base / "NotASavedModel"),
+        "scaled": _save_reusable(scaled, base / "scaled", scaled.__call__, [scaled.l2]),
+        "bad_losses": _save_reusable(scaled, base / "bad", scaled.__call__, [tf.Variable(1.0)]),
     }
 
 
@@ -194,7 +234,9 @@ def test_layer_trains_inside_a_subclassed_model(modules):
     before = _weights(model.features)["conv_kernel"]
     model.fit(images, labels, epochs=2, batch_size=8, verbose=0)
     assert not np.allclose(before, _weights(model.features)["conv_kernel"])
-    assert len(model.trainable_weights) == 3 + 2  # the module's kernel, gamma, beta; the Dense layer
+    assert (
+        len(model.trainable_weights) == 3 + 2
+    )  # the module's kernel, gamma, beta; the Dense layer
 
 
 def test_signature_only_module_and_output_key(modules):
@@ -212,8 +254,138 @@ def test_signature_only_module_and_output_key(modules):
         HubLayer(modules["signature"], output_key="feature_map")(keras.Input((8, 8, 3)))
     with pytest.raises(ValueError, match="no signature 'serving'.*image_feature_vector"):
         HubLayer(modules["signature"], signature="serving")
-    with pytest.raises(ValueError, match="keys \\['default', 'feature_map'\\].*output_key='logits'"):
+    with pytest.raises(
+        ValueError, match="keys \\['default', 'feature_map'\\].*output_key='logits'"
+    ):
         HubLayer(modules["signature"], output_key="logits")(keras.Input((8, 8, 3)))
+
+
+def _unit_images(n=4, size=8):
+    return _images(n, size)[0] / 255.0
+
+
+def test_arguments_are_forwarded_to_every_call(modules):
+    images = _unit_images()
+    plain = HubLayer(modules["scaled"])(images)
+    tripled = HubLayer(modules["scaled"], arguments={"scale": 3.0})
+    np.testing.assert_allclose(tripled(images), 3 * plain, rtol=1e-5)
+    assert tripled.arguments == {"scale": 3.0} and tripled.get_config()["arguments"] == {
+        "scale": 3.0
+    }
+    # A signature's other inputs come from `arguments`: "scaled" is "default" times `scale`.
+    doubled = HubLayer(
+        modules["signature"], signature="scaled", arguments={"scale": 2.0}, output_key="features"
+    )
+    np.testing.assert_allclose(
+        doubled(images), 2 * HubLayer(modules["signature"])(images), rtol=1e-5
+    )
+
+    for arguments, match in (
+        (
+            "scale=3",
+            "`arguments` must be a dict of keyword arguments.*Received: arguments='scale=3'",
+        ),
+        ({"colour": 1}, "no argument \\['colour'\\].*`arguments` may name \\['scale'\\]"),
+        ({"training": True}, "`arguments` may not set 'training'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            HubLayer(modules["scaled"], arguments=arguments)
+    with pytest.raises(ValueError, match="inputs \\['images', 'scale'\\].*`arguments` must give"):
+        HubLayer(modules["signature"], signature="scaled", output_key="features")
+    with pytest.raises(ValueError, match="`arguments` must be JSON-serializable"):
+        HubLayer(modules["scaled"], arguments={"scale": tf.constant(2.0)}).get_config()
+
+
+def test_regularization_losses_count_only_while_trainable(modules):
+    layer = HubLayer(modules["scaled"], trainable=True)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
+    (kernel,) = layer.trainable_weights
+    l2 = 0.01 * np.sum(np.square(kernel.numpy()))
+    assert len(model.losses) == 1 and np.isclose(float(model.losses[0]), l2, rtol=1e-6)
+    with tf.GradientTape() as tape:
+        total = tf.add_n(model.losses)
+    np.testing.assert_allclose(tape.gradient(total, kernel), 0.02 * kernel.numpy(), rtol=1e-5)
+
+    # The value a train step minimises: at learning rate 0 the weights stay, so fit's loss is the
+    # data loss plus the module's regularization loss, and only the data loss once frozen.
+    images, targets = _unit_images(8), np.zeros((8, 1), "float32")
+    for trainable, extra in ((True, l2), (False, 0.0)):
+        layer.trainable = trainable
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        loss = model.fit(images, targets, batch_size=8, verbose=0).history["loss"][0]
+        data_loss = np.mean(np.square(model.predict(images, verbose=0)))
+        assert np.isclose(loss, data_loss + extra, rtol=1e-5), (trainable, loss, data_loss, extra)
+    assert model.losses == [] and HubLayer(modules["scaled"]).losses == []
+    assert HubLayer(modules["signature"], trainable=True).losses == []  # signatures have none
+    with pytest.raises(ValueError, match="`regularization_losses` that are not all callables"):
+        HubLayer(modules["bad_losses"])
+
+
+def test_output_key_and_signature_select_outputs(modules):
+    images = _unit_images()
+
+    def scaled(**kwargs):
+        return HubLayer(
+            modules["signature"], signature="scaled", arguments={"scale": 1.0}, **kwargs
+        )
+
+    features = scaled(output_key="features")(images)
+    sums = scaled(output_key="sum")(images)
+    assert features.shape == (4, 6) and sums.shape == (4, 1)
+    np.testing.assert_allclose(sums, np.sum(features, 1, keepdims=True), rtol=1e-5)
+    both = scaled(signature_outputs_as_dict=True)(images)
+    assert sorted(both) == ["features", "sum"]
+    np.testing.assert_allclose(both["features"], features)
+
+    # Bad values fail when the layer is made, naming the argument and what would do.
+    with pytest.raises(ValueError, match="keys \\['features', 'sum'\\].*Received: output_key=None"):
+        scaled()
+    with pytest.raises(ValueError, match="keys \\['features', 'sum'\\].*output_key='logits'"):
+        scaled(output_key="logits")
+    with pytest.raises(ValueError, match="either `output_key` or `signature_outputs_as_dict"):
+        scaled(output_key="sum", signature_outputs_as_dict=True)
+    with pytest.raises(ValueError, match="returns a single tensor.*output_key='features'"):
+        HubLayer(modules["scaled"], output_key="features")
+    with pytest.raises(
+        ValueError, match="`signature_outputs_as_dict` applies only when a signature"
+    ):
+        HubLayer(modules["scaled"], signature_outputs_as_dict=True)
+    with pytest.raises(ValueError, match="no signature 'scaled'.*Received: signature='scaled'"):
+        HubLayer(modules["scaled"], signature="scaled", output_key="features")
+
+
+def test_keras_layer_arguments_survive_a_keras_file(modules, tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    layers = [
+        HubLayer(modules["scaled"], arguments={"scale": 3.0}, trainable=True),
+        HubLayer(
+            modules["signature"], signature="scaled", arguments={"scale": 2.0}, output_key="sum"
+        ),
+        HubLayer(
+            modules["signature"],
+            signature="scaled",
+            arguments={"scale": 0.5},
+            signature_outputs_as_dict=True,
+        ),
+    ]
+    features = [layers[0](inputs), layers[1](inputs), layers[2](inputs)["features"]]
+    outputs = keras.layers.Dense(2)(keras.layers.Concatenate()(features))
+    model = keras.Model(inputs, outputs)
+    images = _unit_images(8)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    model.fit(images, np.ones((8, 2)), epochs=2, batch_size=4, verbose=0)
+    model.save(tmp_path / "model.keras")
+
+    loaded = keras.models.load_model(tmp_path / "model.keras")  # safe mode
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    reloaded = [layer for layer in loaded.layers if isinstance(layer, HubLayer)]
+    assert [layer.get_config() for layer in reloaded] == [layer.get_config() for layer in layers]
+    assert reloaded[0].arguments == {"scale": 3.0} and reloaded[1].output_key == "sum"
+    assert len(loaded.losses) == 1  # the trained kernel's L2, restored
+    np.testing.assert_allclose(float(loaded.losses[0]), float(model.losses[0]), rtol=1e-6)
 
 
 TEXTS = [
@@ -231,9 +403,11 @@ TEXT_LABELS = np.array([1, 1, 1, 0, 0, 0, 1, 0])
 
 @pytest.fixture(scope="module")
 def saved(modules, tmp_path_factory):
-    """Fine-tunes an image and a text classifier on TF Hub modules and saves them as .keras files."""
+    """Fine-tunes an image and a text classifier on TF Hub modules; saves them as .keras files."""
     folder = tmp_path_factory.mktemp("saved")
-    image_model = tltk.build_classifier("hub:" + modules["image"], 2, input_shape=(16, 16, 3), dropout=0.0)
+    image_model = tltk.build_classifier(
+        "hub:" + modules["image"], 2, input_shape=(16, 16, 3), dropout=0.0
+    )
     tltk.unfreeze(image_model, "all")
     images, labels = _images()
     image_model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
@@ -244,7 +418,9 @@ def saved(modules, tmp_path_factory):
     text_model = build_text_classifier(modules["text"], 2, dropout=0.0)
     tltk.unfreeze(text_model, "all")
     data = tf.data.Dataset.from_tensor_slices((TEXTS, TEXT_LABELS)).batch(4)
-    text_model.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    text_model.compile(
+        keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = text_model.fit(data, epochs=15, verbose=0)
     text_model.save(folder / "text.keras")
     np.save(folder / "text.npy", text_model.predict(tf.constant(TEXTS), verbose=0))
@@ -256,7 +432,9 @@ def saved(modules, tmp_path_factory):
 def test_image_model_reloads_and_exports(saved, tmp_path):
     model = keras.models.load_model(saved / "image.keras")  # safe mode
     images, _ = _images()
-    np.testing.assert_allclose(model.predict(images, verbose=0), np.load(saved / "image.npy"), atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(images, verbose=0), np.load(saved / "image.npy"), atol=1e-6
+    )
     report = export(
         model,
         tmp_path / "export",
@@ -265,7 +443,9 @@ def test_image_model_reloads_and_exports(saved, tmp_path):
         labels=["red", "green"],
     )
     assert report.passed and report.file("tflite", "int8").parity.top1_agreement >= 0.98
-    names, probabilities = load_exported(tmp_path / "export" / "model_float32.tflite").predict(images)
+    names, probabilities = load_exported(tmp_path / "export" / "model_float32.tflite").predict(
+        images
+    )
     np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-5)
     assert set(names) <= {"red", "green"}
 
@@ -282,9 +462,13 @@ def test_text_embedding_module_learns_reloads_and_exports(modules, saved, tmp_pa
     np.testing.assert_allclose(model.predict(tf.constant(TEXTS), verbose=0), expected, atol=1e-6)
     with pytest.raises(ValueError, match="TFLite export .* not possible.*string ops"):
         export_text(model, tmp_path / "text_export")
-    report = export_text(model, tmp_path / "text_export", formats=("saved_model",), parity_data=TEXTS)
+    report = export_text(
+        model, tmp_path / "text_export", formats=("saved_model",), parity_data=TEXTS
+    )
     assert report.passed and not (tmp_path / "text_export" / "model_tokens_float32.tflite").exists()
-    serve = tf.saved_model.load(str(tmp_path / "text_export" / "saved_model")).signatures["serving_default"]
+    serve = tf.saved_model.load(str(tmp_path / "text_export" / "saved_model")).signatures[
+        "serving_default"
+    ]
     np.testing.assert_allclose(serve(text=tf.constant(TEXTS))["probabilities"], expected, atol=1e-6)
 
 
@@ -299,11 +483,14 @@ def test_models_reload_in_safe_mode_in_a_fresh_process(saved):
         print([g.name for g in tltk.layer_groups(image)])
         text = keras.models.load_model({str(saved / "text.keras")!r}, safe_mode=True)
         texts = {TEXTS!r}
-        print(np.abs(text.predict(tf.constant(texts), verbose=0) - np.load({str(saved / "text.npy")!r})).max())
+        expected = np.load({str(saved / "text.npy")!r})
+        print(np.abs(text.predict(tf.constant(texts), verbose=0) - expected).max())
         """
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     image_diff, groups, text_diff = out.stdout.strip().splitlines()[-3:]
     assert float(image_diff) < 1e-6 and float(text_diff) < 1e-6
@@ -340,7 +527,9 @@ def test_registry_entries_are_real_tfhub_handles():
     for name in image + text:
         spec = tltk.get_backbone(name)
         (alias,) = spec.aliases
-        assert alias.startswith("hub:https://tfhub.dev/google/") and tltk.get_backbone(alias) is spec
+        assert (
+            alias.startswith("hub:https://tfhub.dev/google/") and tltk.get_backbone(alias) is spec
+        )
         assert spec.feature_dim > 0
         if name in image:
             assert spec.preprocessing == "unit" and min(spec.default_input_size) >= 224
@@ -352,7 +541,9 @@ def test_bad_handles_and_modules_fail_clearly(modules, tmp_path):
         tltk.build_classifier("hub:/no/such/module", 2, input_shape=(16, 16, 3))
     with pytest.raises(ValueError, match="NotASavedModel'.*not a SavedModel folder"):
         HubLayer(modules["empty"])
-    with pytest.raises(ValueError, match="text embedding that takes strings.*build_text_classifier"):
+    with pytest.raises(
+        ValueError, match="text embedding that takes strings.*build_text_classifier"
+    ):
         tltk.build_classifier("hub_nnlm_en_dim50", 2, input_shape=(32, 32, 3), weights="pretrained")
     with pytest.raises(ValueError, match="image feature vector"):
         build_text_classifier("hub_mobilenet_v2_100_224", 2)
@@ -381,7 +572,9 @@ def test_unreachable_handle_fails_fast(tmp_path, monkeypatch):
     assert time.monotonic() - start < 30
     server.close()
     monkeypatch.setattr(socket, "getaddrinfo", _no_network)  # offline, even where the network is up
-    with pytest.raises(ValueError, match="Could not fetch TF Hub handle 'https://tfhub.dev/google/nope/1'"):
+    with pytest.raises(
+        ValueError, match="Could not fetch TF Hub handle 'https://tfhub.dev/google/nope/1'"
+    ):
         hub.resolve_handle("https://tfhub.dev/google/nope/1", timeout=5)
 
 
