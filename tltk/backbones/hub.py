@@ -67,10 +67,13 @@ class HubLayer(keras.layers.Layer):
             BatchNorm statistics update (and its dropout runs). Defaults to `False`.
         **kwargs: Base layer arguments such as `name`.
 
-    Limitations (differences from `hub.KerasLayer`): a module that returns a dict of several
-    outputs needs `output_key` (KerasLayer returns the dict); each output must be a feature
-    vector, `(batch, features)`, unless `signature_outputs_as_dict=True`; `tags`,
-    `output_shape` and `load_options` are not taken; a signature may be trained.
+    Limitations (differences from `hub.KerasLayer`): the arguments after `handle` are keyword
+    only. A callable module that returns a dict with several keys and none named `"default"`
+    needs `output_key` (KerasLayer returns the dict). The output must be a feature vector,
+    `(batch, features)`, unless `signature_outputs_as_dict=True`. `training=True` reaches the
+    module only with `train_bn=True`. `tags`, `output_shape` and `load_options` are not taken.
+    Beyond KerasLayer: a signature may be trained, and without `output_key` a signature's
+    `"default"` (or only) output is used.
 
     Example:
 
