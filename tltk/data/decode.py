@@ -17,21 +17,22 @@ _GRAY_WEIGHTS = (19595.0, 38470.0, 7471.0)  # ITU-R 601-2 luma in 1/65536ths, as
 
 
 def resize(image, image_size, crop_to_aspect_ratio=False, antialias=None):
-    """Resizes one `(h, w, 3)` uint8 image to `image_size`, as uint8, in graph or eager mode.
+    """Resizes a `(h, w, c)` uint8 image (or a batch of them) to `image_size`, in graph or eager.
 
     Bilinear interpolation, as Keras' `image_dataset_from_directory` does; when an axis shrinks by
     2x or more, an antialiasing filter is added so that large downscales do not alias. With
     `crop_to_aspect_ratio`, the central box with the target aspect ratio is kept first.
 
     Args:
-        image: tensor. A `(height, width, 3)` uint8 image.
+        image: tensor. A `(height, width, channels)` uint8 image, or an `(n, height, width,
+            channels)` batch of images of one size.
         image_size: tuple. `(height, width)` of the output.
         crop_to_aspect_ratio: bool. Center crop to the target aspect ratio. Defaults to `False`.
         antialias: bool or None. Whether to antialias, when the caller already knows
             (`needs_antialias`); `None` decides in the graph. Defaults to `None`.
 
     Returns:
-        A `(height, width, 3)` uint8 tensor.
+        A uint8 tensor: `(height, width, channels)`, or `(n, height, width, channels)`.
 
     Example:
 
@@ -46,7 +47,7 @@ def resize(image, image_size, crop_to_aspect_ratio=False, antialias=None):
     if antialias is None:
         shape = tf.shape(image)
         resized = tf.cond(
-            tf.logical_or(shape[0] >= 2 * target_height, shape[1] >= 2 * target_width),
+            tf.logical_or(shape[-3] >= 2 * target_height, shape[-2] >= 2 * target_width),
             lambda: tf.image.resize(image, image_size, antialias=True),
             lambda: tf.image.resize(image, image_size),
         )
@@ -152,11 +153,11 @@ def _decode_contents(contents, jpeg_ratio):
 
 def _center_crop(image, target_height, target_width):
     shape = tf.shape(image)
-    height, width = _crop_size(shape[0], shape[1], target_height, target_width, tf.minimum,
+    height, width = _crop_size(shape[-3], shape[-2], target_height, target_width, tf.minimum,
                                tf.maximum)
-    top = (shape[0] - height) // 2
-    left = (shape[1] - width) // 2
-    return image[top : top + height, left : left + width]
+    top = (shape[-3] - height) // 2
+    left = (shape[-2] - width) // 2
+    return image[..., top : top + height, left : left + width, :]
 
 
 def _crop_size(height, width, target_height, target_width, minimum, maximum):

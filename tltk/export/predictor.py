@@ -45,22 +45,35 @@ class Predictor:
         self.takes_text = bool(getattr(runner, "takes_text", False))
         self.class_names = list(class_names)
 
-    def predict(self, inputs):
+    def predict(self, inputs, *, crop_to_aspect_ratio=False):
         """Returns `(names, probabilities)` for one image or text, or many.
+
+        Image files are decoded by the training pipeline's decoder (`tltk.data.load_image`: EXIF
+        orientation applied, the same resize), so a file gets the pixels it got in training; a
+        grayscale model gets them through `tltk.data.decode.to_grayscale`. Arrays and files are
+        prepared by `tltk.export.images.image_batch`.
 
         Args:
             inputs: for an image model, array-like, str or Path, or a list of paths: raw pixels
                 0..255, one image `(H, W, C)` or a batch `(N, H, W, C)`, or image files (other
                 sizes are resized). For a text model, a string or a list of strings.
+            crop_to_aspect_ratio: bool. Center crop images to the model's aspect ratio before
+                resizing; pass what the training data was loaded with. Defaults to `False`.
 
         Returns:
             A tuple: a list of the top class name per input, and a float32 `(N, classes)` array of
             probabilities.
+
+        Raises:
+            ValueError: an image file cannot be read (the error names it and says why), or the
+                inputs do not fit the model.
         """
         if self.takes_text:
             batch = _texts(inputs)
         else:
-            batch = image_batch(inputs, self.input_shape, name="images")
+            batch = image_batch(
+                inputs, self.input_shape, name="images", crop_to_aspect_ratio=crop_to_aspect_ratio
+            )
         probabilities = np.asarray(self._runner(batch), "float32")
         if probabilities.shape[-1] != len(self.class_names):
             raise ValueError(
