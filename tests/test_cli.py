@@ -56,7 +56,8 @@ def test_train_predict_evaluate_export_end_to_end(tmp_path):
     (small / "7" / "broken.png").write_bytes(b"not a png")
     run = tmp_path / "run"
     runner = CliRunner()
-    result = runner.invoke(main, ["train", str(small), "--backbone", "tltk_glyphnet", "--weights", "tltk", "--out", str(run),
+    # No --weights: a registered backbone trains from its own default weights ("tltk" here).
+    result = runner.invoke(main, ["train", str(small), "--backbone", "tltk_glyphnet", "--out", str(run),
                                   "--head-epochs", "30", "--learning-rate", "0.003", "--epochs", "1", "--quantize", "int8", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "held-out accuracy" in result.output and "tflite int8" in result.output and "Skipped 1 unreadable file" in result.output

@@ -66,9 +66,20 @@ def test_freeze_and_unfreeze_by_count_name_and_all():
 
 @pytest.mark.parametrize(
     "groups, message",
-    [(["block_99"], "Unknown layer group\\(s\\) \\['block_99'\\]; this model's groups are \\['stem'"), (-1, "Received: groups=-1"), ("some", "Received: groups='some'")],
+    [
+        (["block_99"], r"Unknown layer group\(s\) \['block_99'\] in `groups`; .* \['stem'"),
+        (-1, r"`groups` must be 0 to 8 .*Received: groups=-1"),
+        (10, r"`groups` must be 0 to 8 \(this backbone's groups: \['stem', .*Received: groups=10"),
+        (True, r"Received: groups=True"),
+        ("some", r"Received: groups='some'"),
+    ],
 )
 def test_unfreeze_rejects_bad_groups(groups, message):
     model = tltk.build_classifier("mobilenet_v2", 3, input_shape=SHAPE, weights=None)
     with pytest.raises(ValueError, match=message):
         tltk.unfreeze(model, groups=groups)
+    assert [g.name for g in tltk.layer_groups(model) if g.trainable] == ["head"]  # nothing half-done
+    tltk.unfreeze(model, groups=8)
+    assert all(g.trainable for g in tltk.layer_groups(model))
+    with pytest.raises(ValueError, match="train_bn"):
+        tltk.unfreeze(model, 1, train_bn="yes")

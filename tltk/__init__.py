@@ -22,11 +22,13 @@ from tltk.evaluate import EvaluationReport, evaluate
 from tltk.export import ExportReport, ParityError, Predictor, export, load_exported
 from tltk.freezing import LayerGroup, freeze, layer_groups, unfreeze
 from tltk.layers import ImagePreprocessing
+from tltk.legacy import upgrade_model
 from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import discriminative_optimizer
 from tltk.export.text import export_text
 from tltk.text import build_text_classifier, load_text_topics
 from tltk.training import FineTuneResult, fine_tune
+from tltk.transfer_model import TransferModel
 from tltk.workflow import TrainingRun, demo, train_from_directory
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "ParityError",
     "Predictor",
     "TrainingRun",
+    "TransferModel",
     "__version__",
     "augmentation",
     "build_classifier",
@@ -63,4 +66,5 @@ __all__ = [
     "register_backbone",
     "train_from_directory",
     "unfreeze",
+    "upgrade_model",
 ]

@@ -7,9 +7,11 @@ import keras
 from tltk import freezing
 from tltk.backbones.registry import BackboneSpec, get_backbone, is_registered
 from tltk.backbones.weights import construct_with_weights, load_weights_file
-from tltk.heads import check_head_args, classification_head
+from tltk.heads import OUTPUT_NAME, check_head_args, classification_head
 from tltk.layers import ImagePreprocessing
+from tltk.transfer_model import TransferModel
 
+DEFAULT_WEIGHTS = "default"  # the spec's first named weights, or None where it has none
 INPUT_NAME = "image"
 AUGMENTATION_NAME = "augmentation"
 PREPROCESSING_NAME = "preprocessing"
@@ -20,7 +22,7 @@ def build_classifier(
     num_classes,
     *,
     input_shape=None,
-    weights="imagenet",
+    weights=DEFAULT_WEIGHTS,
     pooling="avg",
     dropout=0.2,
     hidden_units=(),
@@ -35,7 +37,9 @@ def build_classifier(
     The model takes raw pixels, 0..255 (uint8 or float), at a fixed size; the backbone's own
     preprocessing runs inside the graph, so exported files are self-contained. Its layers are:
     `image` (input) -> `augmentation` (optional, training only) -> `preprocessing` -> the backbone
-    (a nested model named after the registry entry) -> `pool` -> `head_*` -> `predictions`.
+    (a nested model named after the registry entry) -> `pool` -> `head_*` -> `predictions`; the
+    returned `tltk.TransferModel` records them (`.backbone`, `.preprocessing`, `.heads`,
+    `.groups`, `.train_bn`) in its config, so a reloaded model keeps them.
 
     Args:
         backbone: str, `tltk.BackboneSpec` or `keras.Model`. A registry name (`"mobilenet_v2"`, or
@@ -43,10 +47,12 @@ def build_classifier(
             is, one layer group, no preprocessing).
         num_classes: int. Number of classes; at least 2 (1 with `multi_label=True`).
         input_shape: tuple. `(height, width, channels)`. Defaults to the backbone's default size.
-        weights: str or None. A name from the spec's `weights` (`"imagenet"` downloads as Keras
-            does), `None` for random initialisation, or a path: a `.weights.h5` file of the backbone,
-            or a whole `.keras`/`.h5` model whose layers are matched to the backbone's by name and
-            shape. Defaults to `"imagenet"`. For a `keras.Model` backbone only a path is applied.
+        weights: str or None. `"default"`, a name from the spec's `weights` (`"imagenet"`
+            downloads as Keras does), `None` for random initialisation, or a path: a `.weights.h5`
+            file of the backbone, or a whole `.keras`/`.h5` model whose layers are matched to the
+            backbone's by name and shape. Defaults to `"default"`: the spec's first named weights
+            (`"imagenet"` for Keras Applications, `"tltk"` for `tltk_glyphnet`), or `None` where
+            the spec has none. For a `keras.Model` backbone only a path is applied.
         pooling: str. `"avg"` or `"max"` global pooling. Defaults to `"avg"`.
         dropout: float. Dropout rate in the head. Defaults to `0.2`.
         hidden_units: tuple. Hidden ReLU layer widths in the head. Defaults to `()`.
@@ -61,7 +67,7 @@ def build_classifier(
         name: str. Model name. Defaults to `"<backbone>_classifier"`.
 
     Returns:
-        A `keras.Model` with the backbone frozen and the head trainable (not compiled).
+        A `tltk.TransferModel` with the backbone frozen and the head trainable (not compiled).
 
     Example:
 
@@ -71,6 +77,11 @@ def build_classifier(
     model = tltk.build_classifier("efficientnet_b0", 3, input_shape=(160, 160, 3),
                                   weights=None, dropout=0.3)
     ```
+
+    >>> import tltk
+    >>> model = tltk.build_classifier("tltk_glyphnet", 3)  # its default weights ship with tltk
+    >>> model.input_shape, model.output_shape, model.train_bn
+    ((None, 32, 32, 1), (None, 3), False)
     """
     spec, custom = _resolve_backbone(backbone)
     input_shape = _check_input_shape(spec, custom, input_shape)
@@ -87,11 +98,16 @@ def build_classifier(
     if custom is not None:
         features_model = custom
     else:
+        if weights == DEFAULT_WEIGHTS:
+            weights = spec.weights[0] if spec.weights else None
         named = weights if weights in spec.weights else None
         features_model = construct_with_weights(spec, input_shape, named)
         features_model.name = spec.name
     if weights_path:
         load_weights_file(features_model, weights_path)
+
+    if not isinstance(train_bn, bool):
+        raise ValueError(f"`train_bn` must be True or False. Received: train_bn={train_bn!r}")
 
     inputs = keras.Input(input_shape, name=INPUT_NAME)
     x = inputs
@@ -99,15 +115,29 @@ def build_classifier(
         x = _augmentation_layer(augmentation)(x)
     if spec is not None:
         x = ImagePreprocessing(spec.preprocessing, name=PREPROCESSING_NAME)(x)
-    x = features_model(x)
-    outputs = classification_head(
-        x, num_classes, pooling=pooling, dropout=dropout, hidden_units=units, activation=activation
+    head = classification_head(
+        features_model(x),
+        num_classes,
+        pooling=pooling,
+        dropout=dropout,
+        hidden_units=units,
+        activation=activation,
     )
     model_name = name or f"{features_model.name}_classifier".replace(":", "_").replace("/", "_")
-    model = keras.Model(inputs, outputs, name=model_name)
-    freezing.freeze(model)
-    model.tltk_train_bn = train_bn
-    return model
+    model = TransferModel(
+        inputs,
+        head.output,
+        name=model_name,
+        backbone=features_model.name,
+        heads={OUTPUT_NAME: head.layers},
+        groups=spec.groups if spec is not None else (("backbone", ".*"),),
+        features=head.features,
+        preprocessing=PREPROCESSING_NAME if spec is not None else None,
+        augmentation=AUGMENTATION_NAME if augmentation is not None else None,
+        train_bn=train_bn,
+        backbone_name=spec.name if spec is not None else None,
+    )
+    return freezing.freeze(model)
 
 
 def _resolve_backbone(backbone):
@@ -160,7 +190,7 @@ def _check_input_shape(spec, custom, input_shape):
 
 def _check_weights(spec, custom, weights):
     """Returns the weights path to load after construction, or None."""
-    if weights is None:
+    if weights is None or weights == DEFAULT_WEIGHTS:
         return None
     if not isinstance(weights, str):
         raise ValueError(f"`weights` must be a name, a file path or None. Received: weights={weights!r}")
@@ -171,8 +201,8 @@ def _check_weights(spec, custom, weights):
     if weights.endswith((".h5", ".keras")):
         return weights
     raise ValueError(
-        f"Backbone {spec.name!r} has pretrained weights {list(spec.weights)}; pass one of them, None, "
-        f"or the path of a weights file. Received: weights={weights!r}"
+        f"Backbone {spec.name!r} has pretrained weights {list(spec.weights)}; pass one of them, "
+        f"{DEFAULT_WEIGHTS!r}, None, or the path of a weights file. Received: weights={weights!r}"
     )
 
 

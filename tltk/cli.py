@@ -115,7 +115,7 @@ def demo(out_dir, epochs, quiet):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--backbone", default="mobilenet_v2", show_default=True, help="Registry name; see `tltk backbones`.")
 @click.option("--out", "out_dir", required=True, help="Run folder (model.keras, report/, export/).")
-@click.option("--weights", default="imagenet", show_default=True, help="'imagenet', 'none', a registered name or a weights file.")
+@click.option("--weights", default="default", show_default=True, help="'default' (the backbone's first pretrained weights: imagenet for Keras Applications, tltk for tltk_glyphnet; none where it has none), a registered name, 'none' or a weights file.")
 @click.option("--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen.")
 @click.option("--head-epochs", type=int, default=None, help="Epochs of the head-only stage.")
 @click.option("--learning-rate", type=float, default=None, help="Peak rate of the head-only stage.")

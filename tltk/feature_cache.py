@@ -13,29 +13,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltk.builders import AUGMENTATION_NAME
-from tltk.freezing import find_backbone
-from tltk.heads import POOL_NAME, head_layers
+from tltk.transfer_model import TransferModel
 
 PIXELS_PER_BATCH = 256 * 32 * 32  # images per extraction batch times their height and width
 
 
 def cut_layer(model):
-    """The last layer whose output is cached: `"pool"` if present, else the backbone.
+    """The last layer whose output is cached: `model.features` (the pooling), else the backbone.
 
-    Returns None when the model is not the linear `... -> backbone -> [pool] -> head` chain
-    `tltk.build_classifier` makes, or when anything before the cut would train.
+    Returns None when the model is not a `tltk.TransferModel` whose graph is the linear
+    `... -> backbone -> [features] -> head` chain `tltk.build_classifier` makes, or when anything
+    before the cut would train.
     """
-    try:
-        backbone, _ = find_backbone(model)
-    except ValueError:
+    if not isinstance(model, TransferModel) or len(model.heads) != 1:
         return None
+    cut = model.features or model.backbone
     names = [layer.name for layer in model.layers]
-    cut = model.get_layer(POOL_NAME) if POOL_NAME in names else backbone
     after = model.layers[names.index(cut.name) + 1 :]
-    if not after or [layer.name for layer in after] != [
-        layer.name for layer in head_layers(model) if layer is not cut
-    ]:
+    (head,) = model.heads.values()
+    if [layer.name for layer in after] != [layer.name for layer in head]:
         return None
     before = model.layers[: names.index(cut.name) + 1]
     if any(layer.trainable_weights for layer in before):
@@ -50,7 +46,7 @@ class FeatureCache:
         model: keras.Model. A tltk model with a frozen backbone (see `cut_layer`).
         train: tf.data.Dataset. Batches of `(images, labels)` or `(images, labels, sample_weights)`.
         validation: tf.data.Dataset or None. Batches like `train`. Defaults to `None`.
-        views: int. Augmented views of `train` to cache when the model has an `"augmentation"`
+        views: int. Augmented views of `train` to cache when the model has an augmentation
             layer (each epoch uses the next view); ignored without one. Defaults to `4`.
 
     Attributes:
@@ -81,8 +77,7 @@ class FeatureCache:
             )
         if not isinstance(views, int) or isinstance(views, bool) or views < 1:
             raise ValueError(f"`views` must be a positive integer. Received: views={views!r}")
-        names = [layer.name for layer in model.layers]
-        augmentation = model.get_layer(AUGMENTATION_NAME) if AUGMENTATION_NAME in names else None
+        augmentation = model.augmentation
         start = augmentation.output if augmentation is not None else model.inputs[0]
         extractor = keras.Model(start, cut.output, name=f"{model.name}_features")
         self.head = _head_model(model, cut)

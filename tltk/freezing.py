@@ -1,7 +1,8 @@
 """Layer groups and staged freezing, with an explicit BatchNorm policy.
 
-A tltk model's backbone is split into the named groups of its `BackboneSpec` (stem to top); the
-head is one more group, `"head"`, always trainable. `unfreeze` works on group names, never on
+A `tltk.TransferModel`'s backbone is split into the named groups its config records (stem to
+top, from the backbone's `BackboneSpec` at build time); the head is one more group, `"head"`,
+always trainable. `unfreeze` works on group names, never on
 layer indexes. BatchNorm layers stay frozen (and so in inference mode, with fixed statistics) when
 their group is unfrozen, unless `train_bn=True` (keras-team/keras#20285). Layers with Keras LoRA
 enabled (`tltk.build_text_classifier(..., lora_rank=4)`) keep their base weights frozen: only the
@@ -18,10 +19,8 @@ import math
 import keras
 
 from tltk.backbones.keras_hub import keep_lora_only
-from tltk.backbones.registry import _REGISTRY, assign_groups
-from tltk.heads import head_layers
-
-HEAD_GROUP = "head"
+from tltk.backbones.registry import assign_groups
+from tltk.transfer_model import HEAD_GROUP, as_transfer_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,18 +51,9 @@ class LayerGroup:
         )
 
 
-def find_backbone(model: keras.Model):
-    """Returns `(backbone_layer, spec_or_None)` for a model built by `tltk.build_classifier`."""
-    for layer in model.layers:
-        if layer.name in _REGISTRY:
-            return layer, _REGISTRY[layer.name]
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            return layer, None
-    raise ValueError(
-        f"Model {model.name!r} has no backbone: expected a nested model or a registered backbone layer, "
-        "as built by tltk.build_classifier."
-    )
+def find_backbone(model):
+    """`(model.backbone, None)`: kept while tltk.export moves to the model's attributes."""
+    return as_transfer_model(model).backbone, None
 
 
 def layer_groups(model: keras.Model) -> list:
@@ -77,16 +67,17 @@ def layer_groups(model: keras.Model) -> list:
         print(group)     # LayerGroup('stem', layers=12, trainable=0/1,264) ...
     ```
     """
-    groups = [_group(name, layers) for name, layers in _backbone_groups(model)]
-    groups.append(_group(HEAD_GROUP, head_layers(model)))
+    model = as_transfer_model(model)
+    groups = [_group(name, layers) for name, layers in backbone_groups(model)]
+    groups.append(_group(HEAD_GROUP, model.head_layers))
     return groups
 
 
 def freeze(model: keras.Model) -> keras.Model:
     """Freezes the whole backbone and leaves the head trainable. Returns `model`."""
-    backbone, _ = find_backbone(model)
-    backbone.trainable = False
-    for layer in head_layers(model):
+    model = as_transfer_model(model)
+    model.backbone.trainable = False
+    for layer in model.head_layers:
         layer.trainable = True
     return model
 
@@ -95,11 +86,12 @@ def unfreeze(model: keras.Model, groups=1, *, train_bn=None) -> keras.Model:
     """Unfreezes backbone groups by name or from the top; other groups keep their state.
 
     Args:
-        model: keras.Model. A model built by `tltk.build_classifier`.
-        groups: int, list of str, or "all". How many groups to unfreeze from the top, their names
-            (see `layer_groups`), or all of them. Defaults to `1`.
-        train_bn: bool or None. Let BatchNorm layers in these groups train. Defaults to the
-            `train_bn` the model was built with (False when unknown, e.g. after reloading).
+        model: tltk.TransferModel. A model built by `tltk.build_classifier` (or reloaded).
+        groups: int, list of str, or "all". How many groups to unfreeze from the top (1 to the
+            number of backbone groups), their names (see `layer_groups`), or all of them.
+            Defaults to `1`.
+        train_bn: bool or None. Let BatchNorm layers in these groups train. Defaults to
+            `model.train_bn` (the `train_bn` it was built with, kept in its config).
 
     Returns:
         `model`, to be compiled again before training.
@@ -112,25 +104,16 @@ def unfreeze(model: keras.Model, groups=1, *, train_bn=None) -> keras.Model:
     tltk.unfreeze(model, groups=["block_13-15"])
     ```
     """
-    named = _backbone_groups(model)
+    model = as_transfer_model(model)
+    named = backbone_groups(model)
     names = [name for name, _ in named]
-    if groups == "all":
-        chosen = set(names)
-    elif isinstance(groups, int) and not isinstance(groups, bool):
-        if groups < 0:
-            raise ValueError(f"`groups` must be >= 0, a list of group names or 'all'. Received: groups={groups}")
-        chosen = set(names[len(names) - groups :]) if groups else set()
-    elif isinstance(groups, (list, tuple)) and all(isinstance(g, str) for g in groups):
-        unknown = [g for g in groups if g not in names]
-        if unknown:
-            raise ValueError(f"Unknown layer group(s) {unknown}; this model's groups are {names}. Received: groups={list(groups)}")
-        chosen = set(groups)
-    else:
-        raise ValueError(f"`groups` must be an int, a list of group names or 'all'. Received: groups={groups!r}")
+    chosen = _chosen(groups, names)
     if train_bn is None:
-        train_bn = getattr(model, "tltk_train_bn", False)
+        train_bn = model.train_bn
+    elif not isinstance(train_bn, bool):
+        raise ValueError(f"`train_bn` must be True, False or None. Received: train_bn={train_bn!r}")
 
-    backbone, _ = find_backbone(model)
+    backbone = model.backbone
     leaves = [layer for _, layers in named for layer in layers]
     states = {id(layer): layer.trainable for layer in leaves}
     backbone.trainable = True  # a nested model exposes no trainable weights unless it is trainable
@@ -146,16 +129,39 @@ def unfreeze(model: keras.Model, groups=1, *, train_bn=None) -> keras.Model:
     return model
 
 
-def _backbone_groups(model):
-    """`[(group_name, [layers])]` for the backbone, stem to top."""
-    backbone, spec = find_backbone(model)
+def backbone_groups(model) -> list:
+    """`[(group_name, [layers])]` for the backbone of a `tltk.TransferModel`, stem to top."""
+    model = as_transfer_model(model)
+    backbone, groups = model.backbone, model.groups
     if not isinstance(backbone, keras.Model):
-        return [("backbone", [backbone])]
+        return [(name, [backbone]) for name in list(groups)[-1:]]  # one layer: one group
     layers = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if spec is None:
-        return [("backbone", layers)]
-    assigned = assign_groups(spec.groups, [layer.name for layer in layers])
-    return [(name, [l for l, g in zip(layers, assigned) if g == name]) for name in spec.group_names]
+    assigned = assign_groups(tuple(groups.items()), [layer.name for layer in layers])
+    return [(name, [l for l, g in zip(layers, assigned) if g == name]) for name in groups]
+
+
+def _chosen(groups, names):
+    """The set of group names that `unfreeze(model, groups)` picks, or a ValueError."""
+    if groups == "all":
+        return set(names)
+    if isinstance(groups, int) and not isinstance(groups, bool):
+        if not 0 <= groups <= len(names):
+            raise ValueError(
+                f"`groups` must be 0 to {len(names)} (this backbone's groups: {names}), a list of "
+                f"group names or 'all'. Received: groups={groups}"
+            )
+        return set(names[len(names) - groups :]) if groups else set()
+    if isinstance(groups, (list, tuple)) and all(isinstance(g, str) for g in groups):
+        unknown = [g for g in groups if g not in names]
+        if unknown:
+            raise ValueError(
+                f"Unknown layer group(s) {unknown} in `groups`; this model's backbone groups are "
+                f"{names}. Received: groups={list(groups)}"
+            )
+        return set(groups)
+    raise ValueError(
+        f"`groups` must be an int, a list of group names or 'all'. Received: groups={groups!r}"
+    )
 
 
 def _group(name, layers):

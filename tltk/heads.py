@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import keras
 
 POOLINGS = ("avg", "max")
@@ -42,10 +44,18 @@ def check_head_args(*, num_classes, pooling, dropout, hidden_units, multi_label,
     return units, (None if activation == "linear" else activation)
 
 
+class Head(typing.NamedTuple):
+    """What `classification_head` added: the output tensor and the names of its layers."""
+
+    output: typing.Any
+    features: str | None  # the pooling layer, or None when the backbone gives a vector
+    layers: tuple  # the head's own layers after the pooling, the output layer last
+
+
 def classification_head(
     features, num_classes, *, pooling="avg", dropout=0.2, hidden_units=(), activation="softmax"
 ):
-    """Adds a head on a backbone's output and returns the prediction tensor.
+    """Adds a head on a backbone's output and returns it as a `Head`.
 
     Args:
         features: KerasTensor. A feature map `(B, H, W, C)` or a feature vector `(B, C)`.
@@ -56,30 +66,28 @@ def classification_head(
         activation: str or None. Output activation; `None` gives logits. Defaults to `"softmax"`.
 
     Returns:
-        The output KerasTensor of the layer named `"predictions"`.
+        A `Head`: the output KerasTensor (of the layer named `"predictions"`), the pooling
+        layer's name (or `None`) and the names of the head's other layers, output last.
     """
-    x = features
+    x, pooled = features, None
     if len(x.shape) == 4:
         pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-        x = pool(name=POOL_NAME)(x)
+        x, pooled = pool(name=POOL_NAME)(x), POOL_NAME
     elif len(x.shape) != 2:
         raise ValueError(
             "The backbone must output a feature map (B, H, W, C) or a feature vector (B, C). "
             f"Received: output shape {tuple(x.shape)}"
         )
+    layers = []
     for i, units in enumerate(hidden_units):
         if dropout:
-            x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout_{i}")(x)
-        x = keras.layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense_{i}")(x)
+            layers.append(keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout_{i}"))
+        layers.append(keras.layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense_{i}"))
     if dropout:
-        x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
-    return keras.layers.Dense(num_classes, activation=activation, name=OUTPUT_NAME, dtype="float32")(x)
-
-
-def head_layers(model: keras.Model) -> list:
-    """The layers of `model` after the backbone: pooling, `head_*` layers and `predictions`."""
-    return [
-        layer
-        for layer in model.layers
-        if layer.name in (POOL_NAME, OUTPUT_NAME) or layer.name.startswith(HEAD_PREFIX)
-    ]
+        layers.append(keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout"))
+    layers.append(
+        keras.layers.Dense(num_classes, activation=activation, name=OUTPUT_NAME, dtype="float32")
+    )
+    for layer in layers:
+        x = layer(x)
+    return Head(x, pooled, tuple(layer.name for layer in layers))

@@ -58,7 +58,8 @@ def discriminative_optimizer(optimizer, multipliers, *, model=None):
         multipliers: dict. `{key: multiplier}`. With `model`, keys are layer-group names of
             `tltk.layer_groups(model)` (`"top"`, `"head"`...); without it, regular expressions
             matched in full against variable paths (`"block3_.*"`).
-        model: keras.Model. A model built by `tltk.build_classifier`, to resolve group names.
+        model: tltk.TransferModel. A model built by `tltk.build_classifier`, to resolve group
+            names.
             Defaults to `None`.
 
     Returns:
@@ -95,7 +96,7 @@ def decayed_multipliers(model, lr_decay, *, trainable_only=True):
     """Multipliers `lr_decay ** k` for the group `k` steps below the top (the head is `k = 0`).
 
     Args:
-        model: keras.Model. A model built by `tltk.build_classifier`.
+        model: tltk.TransferModel. A model built by `tltk.build_classifier` (or reloaded).
         lr_decay: float. Factor per group, in (0, 1] (`1` gives every group the same rate).
         trainable_only: bool. Leave out groups with nothing to train. Defaults to `True`.
 
@@ -104,9 +105,10 @@ def decayed_multipliers(model, lr_decay, *, trainable_only=True):
 
     Example:
 
-    ```python
-    tltk.decayed_multipliers(model, 0.3)   # {"head": 1.0, "top": 0.3, "block3": 0.09, ...}
-    ```
+    >>> import tltk
+    >>> model = tltk.unfreeze(tltk.build_classifier("tltk_glyphnet", 3, weights=None), groups=2)
+    >>> {name: round(m, 2) for name, m in decayed_multipliers(model, 0.3).items()}
+    {'head': 1.0, 'block3': 0.3, 'block2': 0.09}
     """
     if (
         not isinstance(lr_decay, numbers.Real)

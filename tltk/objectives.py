@@ -5,18 +5,23 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tltk.heads import OUTPUT_NAME
+from tltk.transfer_model import TransferModel
+
+
+def output_layer(model):
+    """The output layer of a one-head `tltk.TransferModel` (the last layer of its head)."""
+    if not isinstance(model, TransferModel) or len(model.heads) != 1:
+        raise ValueError(
+            f"Model {model.name!r} is not a one-head tltk.TransferModel; build it with "
+            "tltk.build_classifier or pass `loss` explicitly."
+        )
+    (head,) = model.heads.values()
+    return head[-1]
 
 
 def output_activation(model):
-    """`"softmax"`, `"sigmoid"` or `"linear"`: the activation of the `"predictions"` layer."""
-    names = [layer.name for layer in model.layers]
-    if OUTPUT_NAME not in names:
-        raise ValueError(
-            f"Model {model.name!r} has no layer named {OUTPUT_NAME!r}; build it with "
-            "tltk.build_classifier or pass `loss` explicitly."
-        )
-    activation = getattr(model.get_layer(OUTPUT_NAME).activation, "__name__", "linear")
+    """`"softmax"`, `"sigmoid"` or `"linear"`: the activation of the model's output layer."""
+    activation = getattr(output_layer(model).activation, "__name__", "linear")
     return activation if activation in ("softmax", "sigmoid") else "linear"
 
 
@@ -29,7 +34,7 @@ def objective(model, dataset, *, loss=None):
     `from_logits=True`.
 
     Args:
-        model: keras.Model. A classifier with a `"predictions"` layer.
+        model: tltk.TransferModel. A one-head classifier.
         dataset: tf.data.Dataset. Batches of `(images, labels, ...)`; only its spec is read.
         loss: str, keras loss or None. Use this loss instead of inferring one; the metric is still
             inferred where possible. Defaults to `None`.
@@ -62,7 +67,7 @@ def objective(model, dataset, *, loss=None):
 
 def _infer(model, labels):
     activation = output_activation(model)
-    units = int(model.get_layer(OUTPUT_NAME).units)
+    units = int(output_layer(model).units)
     logits = activation == "linear"
     rank = labels.shape.rank
     last = labels.shape[-1] if rank else None

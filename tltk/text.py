@@ -20,7 +20,8 @@ from tltk import freezing
 from tltk.backbones import hub
 from tltk.backbones import keras_hub as kh
 from tltk.backbones.registry import get_backbone, is_registered
-from tltk.heads import POOL_NAME, check_head_args, classification_head
+from tltk.heads import OUTPUT_NAME, POOL_NAME, check_head_args, classification_head
+from tltk.transfer_model import TransferModel
 
 INPUT_NAME = "text"
 PREPROCESSING_NAME = "preprocessing"
@@ -69,7 +70,9 @@ def build_text_classifier(
         name: str. Model name. Defaults to `"<encoder>_text_classifier"`.
 
     Returns:
-        A `keras.Model` (not compiled) taking a batch of strings, shape `(batch,)`.
+        A `tltk.TransferModel` (not compiled) taking a batch of strings, shape `(batch,)`. Its
+        groups (`"embeddings"`, one per transformer layer, `"top"`) are in its config, so a
+        reloaded model unfreezes the same way.
 
     Example:
 
@@ -98,7 +101,8 @@ def build_text_classifier(
                 f"Received: lora_rank={lora_rank!r}"
             )
         encoder = hub_spec.constructor((), hub_spec.weights[0])
-        features = encoder(inputs)
+        features, pooled, preprocessing, groups = encoder(inputs), None, None, hub_spec.groups
+        backbone_name = hub_spec.name
     else:
         preprocessing, encoder = kh.load_text_encoder(
             preset, sequence_length=sequence_length, lora_rank=lora_rank
@@ -106,20 +110,34 @@ def build_text_classifier(
         tokens = preprocessing(inputs)
         sequence = encoder(tokens)
         features = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(sequence, mask=tokens["padding_mask"])
-    outputs = classification_head(
+        pooled, groups, backbone_name = POOL_NAME, kh.text_groups(encoder), encoder.name
+    head = classification_head(
         features, num_classes, dropout=dropout, hidden_units=units, activation=activation
     )
-    model = keras.Model(inputs, outputs, name=name or f"{encoder.name}_text_classifier")
+    model = TransferModel(
+        inputs,
+        head.output,
+        name=name or f"{encoder.name}_text_classifier",
+        backbone=encoder.name,
+        heads={OUTPUT_NAME: head.layers},
+        groups=groups,
+        features=pooled,
+        preprocessing=None if preprocessing is None else preprocessing.name,
+        backbone_name=backbone_name,
+        modality="text",
+    )
     freezing.freeze(model)
     if lora_rank is not None:
         encoder.trainable = True
         kh.keep_lora_only(encoder)
-    model.tltk_train_bn = False
     return model
 
 
 def is_text_model(model):
-    """Whether `model` takes strings (one `(batch,)` string input), as `build_text_classifier` makes."""
+    """Whether `model` takes strings: a text `tltk.TransferModel`, or any Keras model whose one
+    input is a `(batch,)` string tensor."""
+    if isinstance(model, TransferModel):
+        return model.modality == "text"
     return (
         isinstance(model, keras.Model)
         and len(model.inputs) == 1

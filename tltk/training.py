@@ -20,6 +20,7 @@ from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
 from tltk.objectives import objective
 from tltk.run_state import BestTracker, RunState
 from tltk.schedules import warmup_cosine
+from tltk.transfer_model import as_transfer_model
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # The default recipe after stage 1 is fastai's `fine_tune` for vision: unfreeze everything at once,
@@ -97,7 +98,8 @@ def fine_tune(
     are kept, and `fine_tune` says so.
 
     Args:
-        model: keras.Model. A model from `tltk.build_classifier`; trained in place.
+        model: tltk.TransferModel. A model from `tltk.build_classifier` or
+            `tltk.build_text_classifier` (or one of them reloaded); trained in place.
         train: tf.data.Dataset. Batches of `(images, labels)` (raw pixels 0..255); labels are
             class indexes, one-hot or multi-hot, as the model's output requires.
         validation: tf.data.Dataset. Batches like `train`; chooses the weights.
@@ -108,7 +110,8 @@ def fine_tune(
             stages as groups, or `epochs` if fewer, spread evenly over the groups); the last stage
             gets half of `epochs`, the others share the rest. `"all"`: one stage with everything.
             Or a list of stages, each a number of groups from the top, a list of group names, or
-            `"all"`, sharing `epochs` evenly (any remainder to the last). Defaults to `"gradual"`.
+            `"all"`, sharing `epochs` evenly (any remainder to the last). Defaults to `"all"`
+            (fastai's `fine_tune`).
         learning_rate: float. Peak rate of stage 1. Defaults to `1e-3`.
         fine_tune_lr: float. Peak rate of the head in later stages. Defaults to `learning_rate / 2`
             (as fastai's `fine_tune`).
@@ -132,7 +135,7 @@ def fine_tune(
         augmented_views: int. With an augmentation layer, how many augmented views of the
             training set stage 1 caches. Defaults to `4`.
         train_bn: bool. Let BatchNorm layers of unfrozen groups train. Defaults to the model's
-            own setting (`build_classifier(train_bn=...)`).
+            own setting (`model.train_bn`, from `build_classifier(train_bn=...)`).
         loss: str or keras loss. Defaults to one chosen from the output activation and the labels
             (see `tltk.objectives.objective`).
         monitor: str. Validation metric that chooses the weights; `"val_loss"` is minimised,
@@ -154,6 +157,7 @@ def fine_tune(
     print(result.best_metric, result.best_stage)
     ```
     """
+    model = as_transfer_model(model)
     _check_args(
         train,
         validation,
@@ -170,7 +174,7 @@ def fine_tune(
         monitor,
     )
     fine_tune_lr = learning_rate / 2 if fine_tune_lr is None else fine_tune_lr
-    train_bn = getattr(model, "tltk_train_bn", False) if train_bn is None else train_bn
+    train_bn = model.train_bn if train_bn is None else train_bn
     stages = ([[]] if head_epochs else []) + _plan(model, unfreeze, epochs)
     stage_epochs = ([head_epochs] if head_epochs else []) + _split(
         epochs, len(stages) - bool(head_epochs), gradual=unfreeze == "gradual"

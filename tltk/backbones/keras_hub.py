@@ -321,8 +321,7 @@ def load_text_encoder(preset, *, sequence_length=128, lora_rank=None):
 
     `preprocessing` is a `TextPreprocessing` layer (strings -> token ids and padding mask);
     `encoder` is a functional `keras.Model` from those to the sequence output `(batch, tokens,
-    features)`, named `"keras_hub_<preset>"` and registered with one layer group per transformer
-    layer (plus `"embeddings"` and `"top"`), so `tltk.unfreeze` works on it.
+    features)`, named `"keras_hub_<preset>"`; `text_groups(encoder)` gives its layer groups.
 
     Args:
         preset: str. keras-hub preset name (`"bert_tiny_en_uncased"`), `kaggle://` / `hf://`
@@ -370,43 +369,27 @@ def load_text_encoder(preset, *, sequence_length=128, lora_rank=None):
             f"Received: output shape {tuple(output.shape)}"
         )
     encoder = keras.Model(backbone.input, output, name=name)
-    _register_text_spec(encoder, preset)
     return TextPreprocessing(preprocessor, name="preprocessing"), encoder
 
 
-def _register_text_spec(encoder, preset):
-    """Registers the encoder's layer groups: embeddings, one per transformer layer, top."""
+def text_groups(encoder):
+    """The encoder's layer groups: embeddings, one per transformer layer, top (those with weights).
+
+    Returns:
+        A tuple of `(group_name, regex)` pairs, stem to top; one `"backbone"` group when the
+        encoder has no layers named `transformer_layer_<n>`.
+    """
     names = [layer.name for layer in encoder.layers if not isinstance(layer, keras.layers.InputLayer)]
     blocks = [n for n in names if re.fullmatch(r"transformer_layer_\d+", n)]
     if not blocks:
-        return None
+        return (("backbone", ".*"),)
     first, last = names.index(blocks[0]), names.index(blocks[-1])
     parts = [("embeddings", names[:first])] + [(n, [n]) for n in blocks] + [("top", names[last + 1 :])]
-    groups = tuple(
+    return tuple(
         (group, "^(" + "|".join(re.escape(n) for n in members) + ")$")
         for group, members in parts
         if any(encoder.get_layer(n).weights for n in members)
     )
-    return register_backbone(
-        BackboneSpec(
-            name=encoder.name,
-            family=TEXT_FAMILY,
-            source="keras_hub",
-            constructor=functools.partial(_text_only, encoder.name),
-            preprocessing="none",
-            default_input_size=(1, 1),  # unused: text models take strings
-            min_input_size=(1, 1),
-            feature_dim=int(encoder.output.shape[-1]),
-            groups=groups,
-            weights=("pretrained",),
-            description=f"keras-hub text preset {preset}",
-        ),
-        overwrite=True,
-    )
-
-
-def _text_only(name, input_shape, weights):
-    raise ValueError(f"Backbone {name!r} is a text encoder; build it with tltk.build_text_classifier.")
 
 
 def has_lora(layer):
