@@ -86,7 +86,7 @@ def jpeg_ratio(height, width, orientation, image_size):
 
     Example:
 
-    >>> jpeg_ratio(48, 48, 1, (224, 224)), jpeg_ratio(1000, 800, 6, (224, 224))
+    >>> jpeg_ratio(48, 48, 1, (224, 224)), jpeg_ratio(2000, 1000, 6, (224, 224))
     (1, 4)
     """
     target_height, target_width = image_size

@@ -73,13 +73,16 @@ def load_image(path, image_size, *, crop_to_aspect_ratio=False):
     applied; grayscale, palette, CMYK and 16-bit images become 8-bit RGB (16-bit values keep their
     high byte); transparent pixels are composited over white. The image is then resized bilinearly
     (antialiased when an axis shrinks 2x or more), stretched to `image_size` or, with
-    `crop_to_aspect_ratio`, center cropped to its aspect ratio first. Large JPEGs are decoded at a
-    reduced DCT scale (never below `image_size`), which skips most of the inverse DCT and colour
-    conversion work of a phone photo (the entropy decoding remains).
+    `crop_to_aspect_ratio`, center cropped to its aspect ratio first. An image smaller than
+    `image_size` in one axis or both (down to 1x1 pixel) is upscaled the same way. Large JPEGs are
+    decoded at a reduced DCT scale (never below `image_size`), which skips most of the inverse DCT
+    and colour conversion work of a phone photo (the entropy decoding remains).
 
     JPEG and 8-bit RGB or grayscale PNG files are decoded by TensorFlow, the rest by Pillow; both
-    end in the same `tltk.data.decode.resize`. Use this function to prepare an image for
-    prediction exactly as the training data was prepared.
+    end in the same `tltk.data.decode.resize`. Predictors (`tltk.load_exported`, `tltk predict`)
+    and export's calibration and parity samples decode files with it too (through
+    `load_images`), so a file gives the same pixels everywhere; a grayscale model gets them
+    through `tltk.data.decode.to_grayscale`.
 
     Args:
         path: str or Path. The image file.
