@@ -1,30 +1,33 @@
-"""`tltk.export`: SavedModel and TFLite files, checked against Keras, written atomically."""
+"""`tltk.export`: the one export driver; an adapter per modality supplies what differs.
+
+The driver checks the arguments (formats, labels, the destination), runs the parity gate, times
+and sizes every file, writes `labels.txt` and `export.json`, and swaps the staged folder into
+place. An adapter (`ImageAdapter`, `TextAdapter`) supplies the rest: which quantizations it
+allows (`check_quantization`), its data and parity inputs (`prepare`), the SavedModel
+(`write_saved_model`), the TFLite files (`write_tflite`) and how to run them (`tflite_runner`),
+and its entries in the record (`record_fields`).
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import pathlib
 import shutil
 import warnings
 
-import numpy as np
-
-from tltk.export import atomic
-from tltk.export.images import sample_images
-from tltk.export.parity import ParityError, compare
-from tltk.export.record import RECORD_FILE, describe_model, write_record
+from tltk import atomic
+from tltk.export.image_adapter import ImageAdapter
+from tltk.export.parity import ParityError, compare, gate
+from tltk.export.record import RECORD_FILE, write_record
 from tltk.export.report import ExportedFile, ExportReport
-from tltk.export.runtime import KerasRunner, SavedModelRunner, TFLiteRunner
-from tltk.export.saved_model import LABELS_FILE, check_classifier, write_labels, write_saved_model
-from tltk.export.text import export_text
-from tltk.export.tflite import check_quantization, convert
+from tltk.export.runtime import KerasRunner, SavedModelRunner
+from tltk.export.saved_model import LABELS_FILE, write_labels
+from tltk.export.text import TextAdapter
 from tltk.text import is_text_model
 
 FORMATS = ("saved_model", "tflite")
 PARITY_MODES = ("raise", "warn")
 SAVED_MODEL_DIR = "saved_model"
-REPRESENTATIVE_IMAGES = 300
-PARITY_IMAGES = 500
-RANDOM_IMAGES = 32
 LATENCY_RUNS = 20
 
 
@@ -42,8 +45,8 @@ def export(
 ):
     """Exports a classifier as a SavedModel and TFLite files, each checked against Keras.
 
-    Every file takes raw pixels (0..255) and returns probabilities, with the model's
-    preprocessing inside. The folder gets:
+    Every file takes what the Keras model takes (raw pixels 0..255, or strings) and returns
+    probabilities, with the model's preprocessing inside. For an image classifier the folder gets:
 
     - `saved_model/`: a `serving_default` signature, `image` (float32, `(batch, H, W, C)`) ->
       `{"probabilities": (batch, classes)}`; it loads with `tf.saved_model.load` and with
@@ -55,36 +58,46 @@ def export(
     - `labels.txt` and `export.json` (backbone, input size, class names, preprocessing,
       quantization, parity figures, tltk / TensorFlow / Keras versions).
 
-    The parity gate runs Keras and every file on the same images: float32 files (and the
-    SavedModel) must match the probabilities within 1e-5, float16 within 1e-3; dynamic and int8
-    files must agree on the top class for at least 98% of images. The images are `parity_data`
-    (held out, preferably), else `representative_data`; with neither, float files are checked on
-    32 random-pixel images (a numeric check), and a dynamic file cannot be judged: `parity="raise"`
-    refuses up front, `"warn"` warns and leaves it unchecked.
+    A text classifier (`tltk.build_text_classifier`) gets a SavedModel taking strings and a
+    float32 TFLite file taking token ids, with its tokenizer's vocabulary: see
+    `tltk.export_text`. Text models have no quantized files and take no `representative_data`.
 
-    Everything is written to a folder beside `export_dir` and renamed into place: a failure, a
-    failed gate with `parity="raise"`, or a killed process leaves any previous export whole.
+    The parity gate runs Keras and every file on the same inputs (see `tltk.export.parity` for
+    the measurements behind each bound). Float32 files (and the SavedModel) must match the
+    probabilities within 2e-4 and agree on the top class for at least 99.5% of inputs; float16
+    files within 2e-2 and 99.5%; dynamic and int8 files must agree on the top class for at least
+    98%. The inputs are `parity_data` (held out, preferably), else `representative_data`; with
+    neither, image files are checked on 32 random-pixel images on the bound alone (top classes of
+    noise mean nothing), and a dynamic file cannot be judged: `parity="raise"` refuses up front,
+    `"warn"` warns and leaves it unchecked.
+
+    Everything is written to a folder beside `export_dir`, flushed to disk and swapped into place
+    (`tltk.atomic`): a failure, a failed gate with `parity="raise"`, or a killed process leaves
+    any previous export whole.
 
     Args:
-        model: keras.Model. A classifier with one fixed-size image input taking raw pixels and one
-            `(batch, classes)` output (softmax, sigmoid, or logits: a softmax is then added).
+        model: keras.Model. An image classifier with one fixed-size image input taking raw pixels
+            and one `(batch, classes)` output (softmax, sigmoid, or logits: a softmax is then
+            added), or a text classifier taking a `(batch,)` string tensor.
         export_dir: str or Path. Folder to write.
         formats: tuple. Any of `"saved_model"`, `"tflite"`. Defaults to both.
         quantization: str or list. `"float32"`, `"float16"`, `"dynamic"`, `"int8"`, or a list of
-            them (one `.tflite` each). Defaults to `"float32"`.
+            them (one `.tflite` each); `"float32"` only for text. Defaults to `"float32"`.
         representative_data: `tf.data.Dataset` (of images or `(images, labels)`, batched or not),
             numpy array or list of image paths. Training images for int8 calibration; 300 are
             drawn from the first 1,200. Required for `"int8"`. Defaults to `None`.
-        labels: list. Class names in output order. Defaults to `"0"`, `"1"`, ...
-        parity_data: same types as `representative_data`. Held-out images for the parity gate;
-            up to 500 are used. Defaults to `None` (use `representative_data`).
+        labels: list or tuple of str. Class names in output order: one per output, non-empty,
+            distinct, without line breaks. Defaults to `"0"`, `"1"`, ...
+        parity_data: same types as `representative_data` (a list of strings for text).
+            Held-out inputs for the parity gate; up to 500 are used. Defaults to `None` (use
+            `representative_data`).
         parity: str. `"raise"`: a failing file raises `tltk.export.ParityError` (with the report)
             and nothing is written; `"warn"`: the export is kept and a warning names the file.
             Defaults to `"raise"`.
         overwrite: bool. Replace an existing export at `export_dir`. Defaults to `False`.
 
     Returns:
-        An `ExportReport`: paths, sizes, parity figures and single-image CPU latency per file.
+        An `ExportReport`: paths, sizes, parity figures and single-input CPU latency per file.
 
     Example:
 
@@ -99,87 +112,46 @@ def export(
     names, probabilities = predictor.predict(images[:4])
     ```
     """
-    if is_text_model(model):  # text models take strings: their own path, float32 only
-        if quantization not in ("float32", ["float32"], ("float32",)) or representative_data is not None:
-            raise ValueError(
-                f"{model.name!r} is a text classifier: its TFLite file is float32 and takes token ids, "
-                "so it has no quantized variants or calibration data. Received: "
-                f"quantization={quantization!r}, representative_data={type(representative_data).__name__}"
-            )
-        return export_text(model, export_dir, formats=formats, labels=labels, parity_data=parity_data, parity=parity, overwrite=overwrite)
-    input_shape, num_classes, activation = check_classifier(model)
+    adapter = adapter_for(model)
     formats = _check_formats(formats)
-    quantizations = check_quantization(quantization) if "tflite" in formats else ()
+    quantizations = adapter.check_quantization(quantization)
     if parity not in PARITY_MODES:
         raise ValueError(f"`parity` must be one of {PARITY_MODES}. Received: parity={parity!r}")
-    class_names = _check_labels(labels, num_classes)
-    export_dir = atomic.check_destination(export_dir, overwrite=overwrite, record_name=RECORD_FILE)
-    representative = None
-    if representative_data is not None:
-        representative = sample_images(
-            representative_data,
-            input_shape,
-            limit=REPRESENTATIVE_IMAGES,
-            name="representative_data",
-        )
-    if "int8" in quantizations and representative is None:
+    class_names = check_labels(labels, adapter.num_classes)
+    export_dir = check_destination(export_dir, overwrite=overwrite)
+    tflite = quantizations if "tflite" in formats else ()
+    inputs, source = adapter.prepare(tflite, representative_data, parity_data)
+    unjudged = [q for q in tflite if gate(q, source) is None]
+    if unjudged and parity == "raise":
         raise ValueError(
-            "int8 quantization needs `representative_data`: a few hundred of your training "
-            "images, to calibrate activation ranges. Received: representative_data=None"
+            f"The parity gate of a {unjudged[0]!r} file compares top-1 classes, which needs real "
+            "inputs: pass `parity_data` (held-out images) or `representative_data`, or "
+            "parity='warn' to export it unchecked. Received: parity_data=None, "
+            "representative_data=None"
         )
-    images, source = _parity_images(parity_data, representative, input_shape)
-    if source == "random" and "dynamic" in quantizations and parity == "raise":
-        raise ValueError(
-            "The parity gate of a 'dynamic' file compares top-1 classes, which needs real images: "
-            "pass `parity_data` (held-out images) or `representative_data`, or parity='warn' to "
-            "export it unchecked. Received: parity_data=None, representative_data=None"
+    reference = KerasRunner(model)(inputs)
+
+    def checked(runner, path, kind, quantization):
+        parity_result = None
+        if gate(quantization, source) is not None:
+            parity_result = compare(reference, runner(inputs), quantization, data=source)
+        return ExportedFile(
+            path=export_dir / path.name,
+            format=kind,
+            quantization=quantization,
+            size_bytes=_size(path),
+            latency_ms=runner.latency_ms(inputs[0], runs=LATENCY_RUNS),
+            parity=parity_result,
         )
-    reference = KerasRunner(model)(images)
-    names = describe_model(model)
-    description = (
-        f"Image classifier exported by tltk ({names['backbone'] or model.name}, "
-        f"{num_classes} classes); takes raw pixels 0..255."
-    )
-
-    def check(runner, quantization):
-        if source == "random" and quantization == "dynamic":
-            return None
-        return compare(reference, runner(images), quantization, data=source)
-
-    if quantizations:
-        from tltk.export.metadata import add_metadata  # imports mediapipe: only when needed
 
     with atomic.staged(export_dir) as folder:
         files = []
-        saved_model = write_saved_model(model, folder / SAVED_MODEL_DIR, class_names=class_names)
+        saved_model = adapter.write_saved_model(folder / SAVED_MODEL_DIR, class_names)
         if "saved_model" in formats:
             runner = SavedModelRunner(saved_model)
-            files.append(
-                ExportedFile(
-                    path=export_dir / SAVED_MODEL_DIR,
-                    format="saved_model",
-                    quantization="float32",
-                    size_bytes=_folder_size(saved_model),
-                    latency_ms=runner.latency_ms(images[0], runs=LATENCY_RUNS),
-                    parity=check(runner, "float32"),
-                )
-            )
-        for name in quantizations:
-            content = convert(saved_model, name, representative_images=representative)
-            content = add_metadata(content, class_names, name=model.name, description=description)
-            path = folder / f"model_{name}.tflite"
-            path.write_bytes(content)
-            runner = TFLiteRunner(path)
-            files.append(
-                ExportedFile(
-                    path=export_dir / path.name,
-                    format="tflite",
-                    quantization=name,
-                    size_bytes=len(content),
-                    latency_ms=runner.latency_ms(images[0], runs=LATENCY_RUNS),
-                    parity=check(runner, name),
-                )
-            )
+            files.append(checked(runner, saved_model, "saved_model", "float32"))
+        for name, path in adapter.write_tflite(saved_model, folder, tflite, class_names):
+            files.append(checked(adapter.tflite_runner(path), path, "tflite", name))
         if "saved_model" not in formats:
             shutil.rmtree(saved_model)
         write_labels(folder / LABELS_FILE, class_names)
@@ -192,14 +164,104 @@ def export(
         write_record(
             folder / RECORD_FILE,
             model,
-            input_shape=input_shape,
             class_names=class_names,
-            output_activation=activation,
+            output_activation=adapter.activation,
             report=report,
+            fields=adapter.record_fields(),
         )
         _gate(report, parity)
         atomic.swap_into_place(folder, export_dir)
     return report
+
+
+def adapter_for(model):
+    """The adapter for `model`'s modality: the one place where export tells text from images.
+
+    Args:
+        model: keras.Model. The model to export.
+
+    Returns:
+        A `TextAdapter` for a model taking strings (`tltk.text.is_text_model`), else an
+        `ImageAdapter` (which checks that the model is an image classifier).
+
+    Example:
+
+    ```python
+    adapter_for(tltk.build_classifier("mobilenet_v2", 3, weights=None))   # an ImageAdapter
+    ```
+    """
+    return TextAdapter(model) if is_text_model(model) else ImageAdapter(model)
+
+
+def check_labels(labels, num_classes):
+    """Returns the class names: `labels` checked against the output width, or `"0"`, `"1"`, ...
+
+    Args:
+        labels: list, tuple or None. One class name per output: non-empty strings without line
+            breaks (`\\n`, `\\r`: the labels file holds one name per line), all distinct.
+        num_classes: int. The model's output width.
+
+    Returns:
+        A list of `num_classes` strings.
+
+    Example:
+
+    >>> check_labels(("cat", "dog"), 2)
+    ['cat', 'dog']
+    >>> check_labels(None, 3)
+    ['0', '1', '2']
+    """
+    if labels is None:
+        return [str(i) for i in range(num_classes)]
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(
+            "`labels` must be a list or tuple of class names (strings), one per class. "
+            f"Received: labels={labels!r}"
+        )
+    if len(labels) != num_classes:
+        raise ValueError(
+            f"`labels` must name each of the model's {num_classes} classes. "
+            f"Received: {len(labels)} labels"
+        )
+    bad = [x for x in labels if not x.strip() or "\n" in x or "\r" in x]
+    if bad or len(set(labels)) != len(labels):
+        raise ValueError(
+            "`labels` must be distinct, non-empty names without line breaks. "
+            f"Received: labels={labels!r}"
+        )
+    return list(labels)
+
+
+def check_destination(export_dir, *, overwrite):
+    """Checks that `export_dir` may be written, and returns it as an absolute `Path`.
+
+    An existing folder is replaced only with `overwrite=True`, and only when it is empty or holds
+    a tltk export (`export.json`), so a mistyped path never wipes an unrelated folder.
+
+    Example:
+
+    ```python
+    path = check_destination("exports/pets", overwrite=False)
+    ```
+    """
+    path = pathlib.Path(export_dir).expanduser().absolute()
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise ValueError(
+            f"`export_dir` exists and is not a folder. Received: export_dir={str(path)!r}"
+        )
+    if not overwrite:
+        raise ValueError(
+            f"`export_dir` already exists; pass overwrite=True to replace it. "
+            f"Received: export_dir={str(path)!r}"
+        )
+    if any(path.iterdir()) and not (path / RECORD_FILE).is_file():
+        raise ValueError(
+            f"`export_dir` is not a tltk export (no {RECORD_FILE}), so tltk will not replace it, "
+            f"even with overwrite=True. Received: export_dir={str(path)!r}"
+        )
+    return path
 
 
 def _gate(report, parity):
@@ -218,29 +280,9 @@ def _gate(report, parity):
             f"Exported file(s) disagree with the Keras model; nothing was written to "
             f"{report.export_dir} (any previous export is untouched). Pass parity='warn' to keep "
             f"them anyway.\n{lines}",
-            _unwritten(report),
+            dataclasses.replace(report, written=False),
         )
     warnings.warn(f"Exported file(s) disagree with the Keras model:\n{lines}", stacklevel=3)
-
-
-def _unwritten(report):
-    return ExportReport(
-        export_dir=report.export_dir,
-        files=report.files,
-        labels_path=report.labels_path,
-        record_path=report.record_path,
-        written=False,
-    )
-
-
-def _parity_images(parity_data, representative, input_shape):
-    if parity_data is not None:
-        images = sample_images(parity_data, input_shape, limit=PARITY_IMAGES, name="parity_data")
-        return images, "parity_data"
-    if representative is not None:
-        return representative, "representative_data"
-    rng = np.random.default_rng(0)
-    return rng.uniform(0, 255, (RANDOM_IMAGES, *input_shape)).astype("float32"), "random"
 
 
 def _check_formats(formats):
@@ -253,29 +295,7 @@ def _check_formats(formats):
     return names
 
 
-def _check_labels(labels, num_classes):
-    if labels is None:
-        return [str(i) for i in range(num_classes)]
-    if isinstance(labels, str) or not all(isinstance(x, str) for x in labels):
-        raise ValueError(f"`labels` must be a list of class names. Received: labels={labels!r}")
-    labels = list(labels)
-    if len(labels) != num_classes:
-        raise ValueError(
-            f"`labels` must name each of the model's {num_classes} classes. "
-            f"Received: {len(labels)} labels"
-        )
-    bad = [x for x in labels if not x.strip() or "\n" in x or "\r" in x]
-    if bad or len(set(labels)) != len(labels):
-        raise ValueError(
-            "`labels` must be distinct, non-empty names without line breaks. "
-            f"Received: labels={labels!r}"
-        )
-    return labels
-
-
-def _folder_size(folder):
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(folder)
-        for name in names
-    )
+def _size(path):
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -4,54 +4,31 @@ from __future__ import annotations
 
 import datetime
 import json
-import pathlib
 
 import keras
 import tensorflow as tf
 
+from tltk import atomic
+
 RECORD_FILE = "export.json"
-PREPROCESSING_LAYER = "preprocessing"
 
 
-def describe_model(model):
-    """Returns `{"backbone": name or None, "preprocessing": mode or None}` for a classifier.
-
-    The backbone is the nested model of a `tltk.build_classifier` model (its registry name); the
-    preprocessing mode is read from the layer named `"preprocessing"`. Either is `None` when the
-    model has no such layer.
-
-    Example:
-
-    ```python
-    describe_model(tltk.build_classifier("mobilenet_v2", 3, weights=None))
-    # {'backbone': 'mobilenet_v2', 'preprocessing': 'tf'}
-    ```
-    """
-    from tltk.freezing import find_backbone
-
-    try:
-        backbone = find_backbone(model)[0].name
-    except ValueError:
-        backbone = None
-    preprocessing = None
-    for layer in model.layers:
-        if layer.name == PREPROCESSING_LAYER:
-            preprocessing = layer.get_config().get("mode", type(layer).__name__)
-    return {"backbone": backbone, "preprocessing": preprocessing}
-
-
-def write_record(path, model, *, input_shape, class_names, output_activation, report):
+def write_record(path, model, *, class_names, output_activation, report, fields):
     """Writes the JSON record of an export and returns its path.
+
+    The record holds what every export shares (class names, output, files with their sizes,
+    latency and parity figures, versions, time) and the `fields` the modality adds (backbone,
+    input, preprocessing or tokenizer).
 
     Args:
         path: str or Path. The file to write.
         model: keras.Model. The exported model.
-        input_shape: tuple. `(height, width, channels)`.
         class_names: list. The labels, in output order.
         output_activation: str. The model's last activation (`"linear"` outputs get a softmax in
             the exported files).
         report: ExportReport. Files, sizes, latency and parity figures; paths are written relative
             to the export folder.
+        fields: dict. The modality's entries (JSON types).
 
     Returns:
         The `pathlib.Path` written.
@@ -64,17 +41,10 @@ def write_record(path, model, *, input_shape, class_names, output_activation, re
     """
     from tltk import __version__
 
-    files = []
-    for exported in report.files:
-        entry = exported.to_dict()
-        entry["path"] = exported.path.name
-        files.append(entry)
+    files = [{**f.to_dict(), "path": f.path.name} for f in report.files]
     record = {
         "model_name": model.name,
-        **describe_model(model),
-        "input_size": list(input_shape[:2]),
-        "channels": input_shape[2],
-        "input": f"raw pixels 0..255, {_channels(input_shape[2])}, float32 (uint8 for int8 TFLite)",
+        **fields,
         "class_names": list(class_names),
         "num_classes": len(class_names),
         "output": "probabilities"
@@ -86,10 +56,4 @@ def write_record(path, model, *, input_shape, class_names, output_activation, re
         "versions": {"tltk": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = pathlib.Path(path)
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def _channels(count):
-    return {1: "grayscale", 3: "RGB"}.get(count, f"{count} channels")
+    return atomic.write_text(path, json.dumps(record, indent=2, default=str) + "\n")

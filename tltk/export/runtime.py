@@ -1,4 +1,4 @@
-"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels (or texts); returns probabilities."""
+"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels (or texts): probabilities out."""
 
 from __future__ import annotations
 
@@ -106,10 +106,10 @@ class SavedModelRunner:
         ]
         return np.concatenate([output.numpy() for output in outputs])
 
-    def latency_ms(self, image, *, runs, warmup=3):
-        """Median milliseconds of one single-image call, over `runs` calls after `warmup`."""
-        batch = {INPUT_KEY: tf.constant(image[None])}
-        return _median_ms(lambda: self._serve(**batch)[OUTPUT_KEY].numpy(), runs, warmup)
+    def latency_ms(self, sample, *, runs, warmup=3):
+        """Median milliseconds of a call on one input (an image, or a text), over `runs` calls."""
+        batch = {self._key: tf.constant([sample])}
+        return median_ms(lambda: self._serve(**batch)[OUTPUT_KEY].numpy(), runs, warmup)
 
 
 class TFLiteRunner:
@@ -143,7 +143,8 @@ class TFLiteRunner:
         details = self._interpreter.get_input_details()
         if len(details) != 1:
             raise ValueError(
-                f"{self.path} takes {len(details)} inputs ({', '.join(d['name'] for d in details)}), "
+                f"{self.path} takes {len(details)} inputs "
+                f"({', '.join(d['name'] for d in details)}), "
                 "not one image: a text classifier's TFLite file takes token ids from its tokenizer "
                 "(see the `tokenizer` entry of export.json); load the export's SavedModel to "
                 "predict from strings."
@@ -159,7 +160,7 @@ class TFLiteRunner:
     def latency_ms(self, image, *, runs, warmup=3):
         """Median milliseconds of `invoke()` on one image, over `runs` calls after `warmup`."""
         self._interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
-        return _median_ms(self._interpreter.invoke, runs, warmup)
+        return median_ms(self._interpreter.invoke, runs, warmup)
 
     def _run(self, image):
         self._interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
@@ -178,7 +179,8 @@ class TFLiteRunner:
         return batch.astype(self.input_dtype)
 
 
-def _median_ms(call, runs, warmup):
+def median_ms(call, runs, warmup):
+    """Median milliseconds of `call()` over `runs` calls, after `warmup` untimed ones."""
     for _ in range(warmup):
         call()
     times = []

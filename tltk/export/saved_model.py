@@ -1,4 +1,9 @@
-"""Writes a Keras classifier as a SavedModel whose signature maps raw pixels to probabilities."""
+"""Writes a Keras classifier as a SavedModel whose signature returns probabilities.
+
+`write_saved_model` writes an image classifier (raw pixels in); `write_archive` is the step every
+SavedModel of tltk shares (the text adapter's too): one `serving_default` signature, the class
+names in `assets.extra/labels.txt`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import pathlib
 
 import keras
 import tensorflow as tf
+
+from tltk import atomic
 
 SIGNATURE_KEY = "serving_default"
 INPUT_KEY = "image"
@@ -87,31 +94,65 @@ def write_saved_model(model, path, *, class_names):
     """
     input_shape, _, activation = check_classifier(model)
     input_dtype = model.inputs[0].dtype
-    add_softmax = activation not in PROBABILITY_ACTIVATIONS
 
     def serve(image):
-        outputs = model(tf.cast(image, input_dtype), training=False)
-        outputs = tf.cast(outputs, tf.float32)
-        return {OUTPUT_KEY: tf.nn.softmax(outputs) if add_softmax else outputs}
+        return serving_outputs(model(tf.cast(image, input_dtype), training=False), activation)
 
+    spec = tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_KEY)
+    return write_archive(model, path, serve, [spec], class_names=class_names)
+
+
+def serving_outputs(outputs, activation):
+    """The signature's outputs: `{"probabilities": ...}`, a softmax added to logits.
+
+    Args:
+        outputs: tf.Tensor. The model's outputs, `(batch, classes)`.
+        activation: str. The model's last activation (`last_activation`).
+
+    Returns:
+        A dict with one float32 tensor.
+    """
+    outputs = tf.cast(outputs, tf.float32)
+    if activation not in PROBABILITY_ACTIVATIONS:
+        outputs = tf.nn.softmax(outputs)
+    return {OUTPUT_KEY: outputs}
+
+
+def write_archive(model, path, serve, input_signature, *, class_names=None):
+    """Writes a SavedModel whose `serving_default` signature is `serve`, tracking `model`.
+
+    Args:
+        model: keras.Model. The model whose variables the signature reads.
+        path: str or Path. Folder to create.
+        serve: callable. The signature: tensors in, a dict of tensors out.
+        input_signature: list. One `tf.TensorSpec` per argument of `serve`, named.
+        class_names: list or None. Written to `assets.extra/labels.txt` when given. Defaults to
+            `None`.
+
+    Returns:
+        The `pathlib.Path` of the SavedModel folder.
+
+    Example:
+
+    ```python
+    spec = tf.TensorSpec((None,), tf.string, name="text")
+    write_archive(model, "/tmp/sm", lambda text: {"probabilities": model(text)}, [spec])
+    ```
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        SIGNATURE_KEY,
-        serve,
-        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_KEY)],
-    )
+    archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=input_signature)
     path = pathlib.Path(path)
     archive.write_out(str(path), verbose=False)
-    extra = path / EXTRA_ASSETS
-    extra.mkdir(exist_ok=True)
-    write_labels(extra / LABELS_FILE, class_names)
+    if class_names is not None:
+        (path / EXTRA_ASSETS).mkdir(exist_ok=True)
+        write_labels(path / EXTRA_ASSETS / LABELS_FILE, class_names)
     return path
 
 
 def write_labels(path, class_names):
     """Writes one class name per line, without a trailing newline (read as an empty label)."""
-    pathlib.Path(path).write_text("\n".join(class_names), encoding="utf-8")
+    return atomic.write_text(path, "\n".join(class_names))
 
 
 def read_labels(path):

@@ -1,46 +1,38 @@
-"""`export_text`: a text classifier as a SavedModel taking strings and a TFLite file taking token ids.
+"""The text adapter of `tltk.export`: a SavedModel taking strings, a TFLite file taking token ids.
 
 The tokenizer has no TFLite kernels, so the TFLite file starts after it; the tokenizer's config and
-vocabulary are written beside it. `tltk.export` hands text models here.
+vocabulary are written beside it. The export driver (`tltk.export.exporter`) does the steps every
+modality shares; `export_text` is `tltk.export` for text classifiers, kept by name.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import shutil
-import time
-import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tltk import freezing
+from tltk import atomic
 from tltk.backbones import keras_hub as kh
-from tltk.export import atomic
-from tltk.export.parity import ParityError, compare
-from tltk.export.record import RECORD_FILE
-from tltk.export.report import ExportedFile, ExportReport
+from tltk.export.runtime import NUM_THREADS, median_ms
 from tltk.export.saved_model import (
-    EXTRA_ASSETS,
-    LABELS_FILE,
     OUTPUT_KEY,
-    PROBABILITY_ACTIVATIONS,
     SIGNATURE_KEY,
     last_activation,
-    write_labels,
+    serving_outputs,
+    write_archive,
 )
-from tltk.export.tflite import convert
-from tltk.heads import POOL_NAME
-from tltk.text import INPUT_NAME, PREPROCESSING_NAME, is_text_model
+from tltk.export.tflite import check_quantization, convert
+from tltk.text import INPUT_NAME, is_text_model
+from tltk.transfer_model import TransferModel, as_transfer_model
 
-SAVED_MODEL_DIR = "saved_model"
 TEXT_FORMATS = ("saved_model", "tflite")
 TFLITE_FILE = "model_tokens_float32.tflite"
 TOKENIZER_DIR = "tokenizer"
+PARITY_TEXTS = 500
 # Used by the parity gate when no `parity_data` is given.
-_SAMPLE_TEXTS = (
+SAMPLE_TEXTS = (
     "The match ended in a draw after extra time.",
     "My phone battery drains faster since the update.",
     "Add the garlic and let the sauce simmer for ten minutes.",
@@ -62,7 +54,7 @@ def export_text(
     parity="raise",
     overwrite=False,
 ):
-    """Exports a text classifier as a SavedModel taking strings, and a TFLite file taking token ids.
+    """Exports a text classifier: `tltk.export` for a model that takes strings.
 
     - `saved_model/`: `serving_default` maps `text` (string, `(batch,)`) to
       `{"probabilities": (batch, classes)}`, tokenizer inside. Loading it needs TensorFlow Text
@@ -74,15 +66,17 @@ def export_text(
       `(1, sequence_length)`. `tokenizer/` holds the vocabulary; `export.json` the tokenizer
       config. A TF Hub text module tokenizes inside its SavedModel and gets no TFLite file.
 
-    Every file is checked against Keras on `parity_data` (or a few built-in sentences) within
-    1e-5, and everything is written beside `export_dir`, then moved into place.
+    Every file passes the float32 parity gate of `tltk.export` on `parity_data` (or a few
+    built-in sentences), and everything is written beside `export_dir`, then moved into place.
+    Text files are float32 only: `tltk.export` refuses other quantizations for a text model.
 
     Args:
         model: keras.Model. A model from `tltk.build_text_classifier`.
         export_dir: str or Path. Folder to write.
         formats: tuple. Any of `"saved_model"`, `"tflite"`. Defaults to both.
         labels: list. Class names in output order. Defaults to `"0"`, `"1"`, ...
-        parity_data: list of str. Held-out texts for the parity gate. Defaults to `None`.
+        parity_data: list of str. Held-out texts for the parity gate; up to 500 are used.
+            Defaults to `None` (8 built-in sentences).
         parity: str. `"raise"` (a failing file raises `tltk.export.ParityError`, nothing is
             written) or `"warn"`. Defaults to `"raise"`.
         overwrite: bool. Replace an existing export at `export_dir`. Defaults to `False`.
@@ -98,212 +92,197 @@ def export_text(
     serve(text=tf.constant(["a new phone"]))["probabilities"]
     ```
     """
+    from tltk.export.exporter import export  # the driver imports this adapter
+
     if not is_text_model(model):
         raise ValueError(
             "`model` must take a batch of strings, as tltk.build_text_classifier makes. Received: "
             f"inputs {[tuple(t.shape) for t in getattr(model, 'inputs', [])]}"
         )
-    names = _check_formats(formats)
-    if parity not in ("raise", "warn"):
-        raise ValueError(f"`parity` must be 'raise' or 'warn'. Received: parity={parity!r}")
-    num_classes = int(model.outputs[0].shape[-1])
-    class_names = _check_labels(labels, num_classes)
-    texts, source = _parity_texts(parity_data)
-    token_model = _token_model(model) if "tflite" in names else None
-    export_dir = atomic.check_destination(export_dir, overwrite=overwrite, record_name=RECORD_FILE)
-    reference = _probabilities(model, model(tf.constant(texts), training=False))
-    files, tokenizer_config = [], None
-    with atomic.staged(export_dir) as folder:
-        saved = folder / SAVED_MODEL_DIR
-        _write_saved_model(model, saved, class_names)
-        if "saved_model" in names:
-            serve = tf.saved_model.load(str(saved)).signatures[SIGNATURE_KEY]
-            run = lambda batch: serve(text=tf.constant(batch))[OUTPUT_KEY].numpy()  # noqa: E731
-            parity_result = compare(reference, run(texts), "float32", data=source)
-            files.append(
-                _exported(export_dir / SAVED_MODEL_DIR, "saved_model", _size(saved), run, parity_result)
-            )
-        if token_model is not None:
-            tflite = folder / TFLITE_FILE
-            tokenizer_config = _write_tflite(model, token_model, folder, tflite)
-            run = _tflite_runner(model, tflite)
-            parity_result = compare(reference, run(texts), "float32", data=source)
-            files.append(
-                _exported(export_dir / TFLITE_FILE, "tflite", tflite.stat().st_size, run, parity_result)
-            )
-        if "saved_model" not in names:
-            shutil.rmtree(saved)
-        write_labels(folder / LABELS_FILE, class_names)
-        report = ExportReport(export_dir, tuple(files), export_dir / LABELS_FILE, export_dir / RECORD_FILE)
-        _write_record(folder / RECORD_FILE, model, class_names, report, tokenizer_config)
-        failed = "\n".join(f"  {f.path.name}: {f.parity.describe()}" for f in report.failed)
-        if failed and parity == "raise":
-            raise ParityError(
-                f"Exported file(s) disagree with the Keras model; nothing was written.\n{failed}",
-                dataclasses.replace(report, written=False),
-            )
-        if failed:
-            warnings.warn(f"Exported file(s) disagree with the Keras model:\n{failed}", stacklevel=2)
-        atomic.swap_into_place(folder, export_dir)
-    return report
+    return export(
+        model,
+        export_dir,
+        formats=formats,
+        labels=labels,
+        parity_data=parity_data,
+        parity=parity,
+        overwrite=overwrite,
+    )
 
 
-def _check_formats(formats):
-    names = (formats,) if isinstance(formats, str) else tuple(formats or ())
-    if not names or any(f not in TEXT_FORMATS for f in names) or len(set(names)) != len(names):
-        raise ValueError(
-            f"`formats` must be distinct names from {TEXT_FORMATS}. Received: formats={formats!r}"
+class TextAdapter:
+    """What `tltk.export` does differently for a text classifier (strings in, float32 only).
+
+    Args:
+        model: keras.Model. A model taking a `(batch,)` string tensor with one
+            `(batch, classes)` output; the TFLite file needs a `tltk.TransferModel` with a
+            keras-hub tokenizer.
+
+    Attributes:
+        num_classes: int. The output width.
+        activation: str. The last layer's activation (`"linear"`: a softmax is added).
+    """
+
+    def __init__(self, model):
+        self.model = model
+        output_shape = tuple(model.outputs[0].shape)
+        if len(model.outputs) != 1 or len(output_shape) != 2 or output_shape[1] is None:
+            raise ValueError(
+                "`model` must have one output of one score per class, shape (batch, classes). "
+                f"Received: output shape(s) {[tuple(t.shape) for t in model.outputs]}"
+            )
+        self.num_classes = int(output_shape[1])
+        self.activation = last_activation(model)
+        self.tokenizer_config = None
+        self._token_model = None
+
+    def check_quantization(self, quantization):
+        """Returns `("float32",)`; refuses every other quantization."""
+        if check_quantization(quantization) != ("float32",):
+            raise self._refusal(f"quantization={quantization!r}")
+        return ("float32",)
+
+    def prepare(self, quantizations, representative_data, parity_data):
+        """Checks the data and that a TFLite file can be made; returns `(texts, source)`."""
+        if representative_data is not None:
+            raise self._refusal(f"representative_data={type(representative_data).__name__}")
+        texts, source = _parity_texts(parity_data)
+        if quantizations:
+            self._token_model = _token_model(self.model)
+        return texts, source
+
+    def write_saved_model(self, path, class_names):
+        """Writes the SavedModel: `text` (strings) -> `probabilities`, tokenizer inside."""
+        model, activation = self.model, self.activation
+        spec = tf.TensorSpec((None,), tf.string, name=INPUT_NAME)
+        return write_archive(
+            model,
+            path,
+            lambda text: serving_outputs(model(text, training=False), activation),
+            [spec],
+            class_names=class_names,
         )
-    return names
 
+    def write_tflite(self, saved_model, folder, quantizations, class_names):
+        """Writes the token-id TFLite file and the tokenizer's vocabulary.
 
-def _check_labels(labels, num_classes):
-    if labels is None:
-        return [str(i) for i in range(num_classes)]
-    labels = [labels] if isinstance(labels, str) else list(labels)
-    if (
-        len(labels) != num_classes
-        or len(set(labels)) != num_classes
-        or not all(isinstance(x, str) and x.strip() and "\n" not in x for x in labels)
-    ):
-        raise ValueError(
-            f"`labels` must be {num_classes} distinct, non-empty class names. Received: labels={labels!r}"
+        Yields:
+            `("float32", path)` once the file is written (nothing without quantizations).
+        """
+        if not quantizations:
+            return
+        token_model, activation = self._token_model, self.activation
+        keys = list(token_model.input)
+        specs = [tf.TensorSpec((1, token_model.input[k].shape[1]), tf.int32, name=k) for k in keys]
+
+        def serve(*tensors):
+            outputs = token_model(dict(zip(keys, tensors)), training=False)
+            return serving_outputs(outputs, activation)
+
+        staging = write_archive(token_model, folder / "tokens_saved_model", serve, specs)
+        path = atomic.write_bytes(folder / TFLITE_FILE, convert(staging, "float32"))
+        shutil.rmtree(staging)
+        tokenizer = _preprocessing(self.model).preprocessor.tokenizer
+        (folder / TOKENIZER_DIR).mkdir()
+        tokenizer.save_assets(str(folder / TOKENIZER_DIR))
+        self.tokenizer_config = keras.saving.serialize_keras_object(tokenizer)
+        yield "float32", path
+
+    def tflite_runner(self, path):
+        """A runner of the token-id TFLite file on texts, tokenized by the model's tokenizer."""
+        return TokenRunner(path, _preprocessing(self.model))
+
+    def record_fields(self):
+        """The record's text entries: backbone, input and tokenizer config."""
+        encoder = _encoder(self.model)
+        return {
+            "backbone": None if encoder is None else self.model.backbone_name or encoder.name,
+            "input": "text: UTF-8 strings (SavedModel); token ids from the tokenizer (TFLite)",
+            "tokenizer": self.tokenizer_config,
+        }
+
+    def _refusal(self, received):
+        return ValueError(
+            f"{self.model.name!r} is a text classifier: its TFLite file is float32 and takes "
+            f"token ids, so it has no quantized variants or calibration data. Received: {received}"
         )
-    return labels
+
+
+class TokenRunner:
+    """Probabilities from the token-id TFLite file, on texts tokenized by `preprocessing`.
+
+    Args:
+        path: str or Path. The `.tflite` file.
+        preprocessing: keras.Layer. The model's keras-hub tokenizer layer.
+    """
+
+    def __init__(self, path, preprocessing):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(path), num_threads=NUM_THREADS)
+        self._run = self._interpreter.get_signature_runner(SIGNATURE_KEY)
+        self._preprocessing = preprocessing
+
+    def __call__(self, texts):
+        tokens = self._preprocessing(tf.constant(texts))
+        rows = []
+        for i in range(len(texts)):
+            feed = {k: np.asarray(v[i : i + 1]).astype("int32") for k, v in tokens.items()}
+            rows.append(self._run(**feed)[OUTPUT_KEY][0])
+        return np.stack(rows)
+
+    def latency_ms(self, sample, *, runs, warmup=3):
+        """Median milliseconds to tokenize and classify one text, over `runs` calls."""
+        return median_ms(lambda: self([sample]), runs, warmup)
+
+
+def _preprocessing(model):
+    """The model's keras-hub tokenizer layer; `None` when the encoder tokenizes inside (TF Hub)
+    or the model is a plain Keras model."""
+    if not isinstance(model, TransferModel):
+        return None
+    layer = model.preprocessing
+    return layer if isinstance(layer, kh.TextPreprocessing) else None
+
+
+def _encoder(model):
+    """The model's text encoder (its backbone); `None` for a plain Keras model."""
+    return model.backbone if isinstance(model, TransferModel) else None
+
+
+def _token_model(model):
+    """The model after its tokenizer: token ids (int32) -> outputs. Raises for TF Hub modules."""
+    model = as_transfer_model(model)
+    preprocessing = _preprocessing(model)
+    if preprocessing is None:
+        raise ValueError(
+            f"TFLite export of {model.name!r} is not possible: its encoder "
+            f"{_encoder(model).name!r} (a TF Hub module) tokenizes inside its SavedModel with "
+            "TensorFlow string ops, which TFLite has no builtin kernels for (and phone runtimes no "
+            "Flex delegate). Export formats=('saved_model',), or use a keras-hub encoder, whose "
+            "TFLite file takes token ids. Received: formats with 'tflite'"
+        )
+    length = preprocessing.sequence_length
+    inputs = {
+        key: keras.Input((length,), dtype="int32", name=key) for key in preprocessing.output_dtypes
+    }
+    tokens = {
+        key: keras.ops.cast(inputs[key], dtype)
+        for key, dtype in preprocessing.output_dtypes.items()
+    }
+    x = model.features(_encoder(model)(tokens), mask=tokens["padding_mask"])
+    (head,) = model.heads.values()
+    for layer in head:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_tokens")
 
 
 def _parity_texts(parity_data):
     if parity_data is None:
-        return list(_SAMPLE_TEXTS), "sample"
-    texts = [parity_data] if isinstance(parity_data, str) else list(parity_data)[:500]
+        return list(SAMPLE_TEXTS), "sample"
+    texts = [parity_data] if isinstance(parity_data, str) else list(parity_data)[:PARITY_TEXTS]
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError(
             f"`parity_data` must be a non-empty list of strings. Received: {parity_data!r}"[:300]
         )
     return texts, "parity_data"
-
-
-def _outputs_are_probabilities(model):
-    return last_activation(model) in PROBABILITY_ACTIVATIONS
-
-
-def _probabilities(model, outputs):
-    """Keras outputs as probabilities; logits get a softmax, as in the exported files."""
-    outputs = np.asarray(outputs, "float32")
-    return outputs if _outputs_are_probabilities(model) else tf.nn.softmax(outputs).numpy()
-
-
-def _serving_fn(model):
-    finish = (lambda x: x) if _outputs_are_probabilities(model) else tf.nn.softmax
-    return lambda outputs: {OUTPUT_KEY: finish(tf.cast(outputs, tf.float32))}
-
-
-def _write_saved_model(model, path, class_names):
-    finish = _serving_fn(model)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        SIGNATURE_KEY,
-        lambda text: finish(model(text, training=False)),
-        input_signature=[tf.TensorSpec((None,), tf.string, name=INPUT_NAME)],
-    )
-    archive.write_out(str(path), verbose=False)
-    (path / EXTRA_ASSETS).mkdir(exist_ok=True)
-    write_labels(path / EXTRA_ASSETS / LABELS_FILE, class_names)
-
-
-def _token_model(model):
-    """The model after its tokenizer: token ids (int32) -> outputs. Raises for TF Hub text modules."""
-    names = [layer.name for layer in model.layers]
-    if PREPROCESSING_NAME not in names or not isinstance(
-        model.get_layer(PREPROCESSING_NAME), kh.TextPreprocessing
-    ):
-        backbone, _ = freezing.find_backbone(model)
-        raise ValueError(
-            f"TFLite export of {model.name!r} is not possible: its encoder {backbone.name!r} (a TF Hub "
-            "module) tokenizes inside its SavedModel with TensorFlow string ops, which TFLite has no "
-            "builtin kernels for (and phone runtimes no Flex delegate). Export formats=('saved_model',), "
-            "or use a keras-hub encoder, whose TFLite file takes token ids. Received: formats with 'tflite'"
-        )
-    preprocessing = model.get_layer(PREPROCESSING_NAME)
-    length = preprocessing.sequence_length
-    inputs = {key: keras.Input((length,), dtype="int32", name=key) for key in preprocessing.output_dtypes}
-    tokens = {key: keras.ops.cast(inputs[key], dtype) for key, dtype in preprocessing.output_dtypes.items()}
-    encoder, _ = freezing.find_backbone(model)
-    x = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(encoder(tokens), mask=tokens["padding_mask"])
-    for layer in model.layers[names.index(POOL_NAME) + 1 :]:
-        x = layer(x)
-    return keras.Model(inputs, x, name=f"{model.name}_tokens")
-
-
-def _write_tflite(model, token_model, folder, path):
-    """Writes the token-id TFLite file and the tokenizer vocabulary; returns the tokenizer config."""
-    finish = _serving_fn(model)
-    keys = list(token_model.input)
-    archive = keras.export.ExportArchive()
-    archive.track(token_model)
-    archive.add_endpoint(
-        SIGNATURE_KEY,
-        lambda *tensors: finish(token_model(dict(zip(keys, tensors)), training=False)),
-        input_signature=[tf.TensorSpec((1, token_model.input[k].shape[1]), tf.int32, name=k) for k in keys],
-    )
-    staging = folder / "tokens_saved_model"
-    archive.write_out(str(staging), verbose=False)
-    path.write_bytes(convert(staging, "float32"))
-    shutil.rmtree(staging)
-    tokenizer = model.get_layer(PREPROCESSING_NAME).preprocessor.tokenizer
-    (folder / TOKENIZER_DIR).mkdir()
-    tokenizer.save_assets(str(folder / TOKENIZER_DIR))
-    return keras.saving.serialize_keras_object(tokenizer)
-
-
-def _tflite_runner(model, path):
-    """Texts -> probabilities through the TFLite file, tokenized by the model's own tokenizer."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=str(path)).get_signature_runner(SIGNATURE_KEY)
-    preprocessing = model.get_layer(PREPROCESSING_NAME)
-
-    def run(texts):
-        tokens = preprocessing(tf.constant(texts))
-        rows = []
-        for i in range(len(texts)):
-            feed = {k: np.asarray(v[i : i + 1]).astype("int32") for k, v in tokens.items()}
-            rows.append(runner(**feed)[OUTPUT_KEY][0])
-        return np.stack(rows)
-
-    return run
-
-
-def _exported(path, kind, size, run, parity_result):
-    """An `ExportedFile`, with the median latency of one sentence over 10 runs."""
-    run(_SAMPLE_TEXTS[:1])
-    times = []
-    for _ in range(10):
-        start = time.perf_counter()
-        run(_SAMPLE_TEXTS[:1])
-        times.append(time.perf_counter() - start)
-    return ExportedFile(path, kind, "float32", int(size), float(np.median(times) * 1000), parity_result)
-
-
-def _size(folder):
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def _write_record(path, model, class_names, report, tokenizer_config):
-    from tltk import __version__
-
-    backbone, _ = freezing.find_backbone(model)
-    record = {
-        "model_name": model.name,
-        "backbone": backbone.name,
-        "input": "text: a batch of UTF-8 strings (SavedModel); token ids (TFLite, see tokenizer)",
-        "class_names": class_names,
-        "num_classes": len(class_names),
-        "output": "probabilities",
-        "files": [{**f.to_dict(), "path": f.path.name} for f in report.files],
-        "tokenizer": tokenizer_config,
-        "parity_passed": report.passed,
-        "versions": {"tltk": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
-    }
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,159 @@
+"""tltk.atomic: files and folders appear whole or not at all, flushed to disk, for every writer."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tltk import atomic
+from tltk.run_state import RunState
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """Records the path of every descriptor passed to `os.fsync` (then really fsyncs it)."""
+    paths = []
+    real = os.fsync
+
+    def recording(descriptor):
+        paths.append(pathlib.Path(os.readlink(f"/proc/self/fd/{descriptor}")))
+        real(descriptor)
+
+    if not pathlib.Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name a file descriptor")
+    monkeypatch.setattr(os, "fsync", recording)
+    return paths
+
+
+def test_write_fsyncs_the_file_then_its_folder(tmp_path, fsynced):
+    path = atomic.write_text(tmp_path / "labels.txt", "cat\ndog")
+    assert path.read_text() == "cat\ndog"
+    assert len(fsynced) == 2
+    written, folder = fsynced
+    assert written.parent == tmp_path and written.name.startswith(".labels.txt.tltk-partial-")
+    assert folder == tmp_path
+    assert os.listdir(tmp_path) == ["labels.txt"]
+
+
+def test_writing_keeps_the_suffix_for_writers_that_take_a_path(tmp_path):
+    with atomic.writing(tmp_path / "model.keras") as partial:
+        assert partial.parent == tmp_path and partial.name.startswith(".")
+        assert partial.suffix == ".keras"
+        partial.write_bytes(b"zip")
+    assert (tmp_path / "model.keras").read_bytes() == b"zip"
+    assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_failed_write_keeps_the_previous_file_and_no_temporary(tmp_path):
+    path = atomic.write_bytes(tmp_path / "state.json", b'{"epoch": 1}')
+    with pytest.raises(RuntimeError, match="disk"):
+        with atomic.writing(path) as partial:
+            partial.write_bytes(b'{"epo')  # half written when the writer fails
+            raise RuntimeError("disk full")
+    assert path.read_bytes() == b'{"epoch": 1}'
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_failed_fsync_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    path = atomic.write_text(tmp_path / "report.json", "{}")
+
+    def failing(descriptor):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        atomic.write_text(path, '{"accuracy": 0.9}')
+    assert path.read_text() == "{}"
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_a_writer_that_writes_nothing_fails_and_keeps_the_file(tmp_path):
+    path = atomic.write_text(tmp_path / "plot.png", "old")
+    with pytest.raises(FileNotFoundError), atomic.writing(path):
+        pass
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["plot.png"]
+
+
+def test_folder_swap_fsyncs_every_file_and_folder(tmp_path, fsynced):
+    target = tmp_path / "export"
+    for content in ("first", "second"):
+        with atomic.staged(target) as folder:
+            (folder / "nested").mkdir()
+            (folder / "nested" / "model.bin").write_text(content)
+            (folder / "labels.txt").write_text(content)
+            fsynced.clear()
+            atomic.swap_into_place(folder, target)
+        names = [p.name for p in fsynced]
+        assert {"model.bin", "labels.txt", "nested", folder.name} <= set(names)
+        assert fsynced[-1] == tmp_path  # the parent, after the rename
+        assert (target / "nested" / "model.bin").read_text() == content
+    assert os.listdir(tmp_path) == ["export"]
+
+
+def test_failure_while_staging_keeps_the_previous_folder(tmp_path):
+    target = tmp_path / "export"
+    with atomic.staged(target) as folder:
+        (folder / "labels.txt").write_text("v1")
+        atomic.swap_into_place(folder, target)
+    with pytest.raises(RuntimeError), atomic.staged(target) as folder:
+        (folder / "labels.txt").write_text("v2")
+        raise RuntimeError("converter crashed")
+    assert (target / "labels.txt").read_text() == "v1"
+    assert os.listdir(tmp_path) == ["export"]
+
+
+def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    stale = tmp_path / f".export{atomic.MARKER}tmp-{dead.stdout.strip()}-0123abcd"
+    alive = tmp_path / f".export{atomic.MARKER}tmp-{os.getpid()}-0123abcd"
+    stale.mkdir()
+    alive.mkdir()
+    atomic.remove_stale(tmp_path / "export")
+    assert not stale.exists() and alive.exists()
+
+
+def test_run_state_writes_through_the_helper(tmp_path, fsynced):
+    state = RunState({"lr": 1e-3}, 1, "max", directory=tmp_path)
+    state.best_weights = [np.ones(3, "float32")]
+    state.save(weights=True)
+    assert sorted(os.listdir(tmp_path)) == ["best.weights.npz", "run_state.json"]
+    assert [p.name[:20] for p in fsynced if p != tmp_path] == [
+        ".best.weights.npz.tl",
+        ".run_state.json.tltk",
+    ]
+    resumed = RunState.resume({"lr": 1e-3}, 1, "max", directory=tmp_path)
+    np.testing.assert_array_equal(resumed.best_weights[0], np.ones(3))
+
+
+# A direct write or rename that bypasses tltk.atomic (docstring examples excepted).
+_DIRECT_WRITE = re.compile(
+    r"os\.replace\(|os\.rename\(|\.write_text\(|\.write_bytes\(|open\([^)]*[\"'][wa]b?[\"']"
+)
+
+
+def test_every_writer_in_the_package_uses_the_helper():
+    offenders = []
+    for path in sorted((REPO / "tltk").rglob("*.py")):
+        if path.name == "atomic.py" and path.parent.name == "tltk":
+            continue
+        code = _without_docstrings(path.read_text(encoding="utf-8"))
+        for number, line in enumerate(code.splitlines(), 1):
+            if _DIRECT_WRITE.search(line) and "atomic." not in line:
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "write through tltk.atomic instead:\n" + "\n".join(offenders)
+
+
+def _without_docstrings(source):
+    """The source with triple-quoted strings blanked, line numbers kept."""
+    return re.sub(r'"""[\s\S]*?"""', lambda m: "\n" * m.group(0).count("\n"), source)
