@@ -1,4 +1,4 @@
-"""The one way the benchmarks (and the demo backbone's pretraining script) write their JSON records."""
+"""The one way the benchmarks (and the demo backbone's pretraining script) write JSON records."""
 
 from __future__ import annotations
 
