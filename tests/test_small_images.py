@@ -16,7 +16,7 @@ ORIENTATION = 6  # EXIF: turn the stored image 90 degrees clockwise to show it
 # TensorFlow's and Pillow's libjpeg builds upsample the chroma of tiny images differently; a
 # wrong turn or flip would differ by up to 255 on these 8-colour images.
 JPEG_TOLERANCE = 32
-FORMATS = {  # name -> (suffix, how the stored file is written)
+FORMATS = {  # kind -> suffix of the stored file (`write` says how each kind is made)
     "jpeg": ".jpg",
     "jpeg_exif": ".jpg",
     "png_rgb": ".png",
@@ -39,7 +39,7 @@ def _seed_and_clear():
 
 
 def colours(width, height, seed=0):
-    """`(height, width, 3)` pixels of 8 exact colours (channels 0 or 255): every format keeps them."""
+    """`(height, width, 3)` pixels of 8 exact colours (channels 0 or 255): no format alters them."""
     return np.random.default_rng(seed).choice([0, 255], (height, width, 3)).astype(np.uint8)
 
 
