@@ -81,7 +81,7 @@ def build_classifier(
     >>> import tltk
     >>> model = tltk.build_classifier("tltk_glyphnet", 3)  # its default weights ship with tltk
     >>> model.input_shape, model.output_shape, model.train_bn
-    ((None, 32, 32, 1), (None, 3), False)
+    ((None, 32, 32, 3), (None, 3), False)
     """
     spec, custom = _resolve_backbone(backbone)
     input_shape = _check_input_shape(spec, custom, input_shape)

@@ -30,7 +30,7 @@ def scaled_optimizer(optimizer, multiplier):
 
     Example:
 
-    >>> float(scaled_optimizer(keras.optimizers.SGD(0.1), 0.5).learning_rate)
+    >>> round(float(scaled_optimizer(keras.optimizers.SGD(0.1), 0.5).learning_rate), 6)
     0.05
     """
     _check_optimizer(optimizer)
@@ -108,7 +108,7 @@ def decayed_multipliers(model, lr_decay, *, trainable_only=True):
     >>> import tltk
     >>> model = tltk.unfreeze(tltk.build_classifier("tltk_glyphnet", 3, weights=None), groups=2)
     >>> {name: round(m, 2) for name, m in decayed_multipliers(model, 0.3).items()}
-    {'head': 1.0, 'block3': 0.3, 'block2': 0.09}
+    {'head': 1.0, 'top': 0.3, 'block3': 0.09}
     """
     if (
         not isinstance(lr_decay, numbers.Real)

@@ -59,7 +59,7 @@ class TransferModel(keras.Model):
     >>> isinstance(model, tltk.TransferModel), model.backbone_name, list(model.heads)
     (True, 'tltk_glyphnet', ['predictions'])
     >>> list(model.groups)
-    ['stem', 'block1', 'block2', 'block3']
+    ['stem', 'block1', 'block2', 'block3', 'top']
     """
 
     def __init__(
