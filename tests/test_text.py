@@ -1,5 +1,6 @@
 """build_text_classifier on keras-hub encoders: a tiny BERT preset made here, and real MiniLM weights."""
 
+import json
 import math
 import os
 import subprocess
@@ -121,7 +122,11 @@ def test_train_save_reload_and_export(tiny_bert, tmp_path):
     report = export_text(model, tmp_path / "export", labels=["sports", "tech"], parity_data=texts)
     assert report.passed and [f.format for f in report.files] == ["saved_model", "tflite"]
     tflite = report.file("tflite")
-    assert tflite.path.name == "model_tokens_float32.tflite" and tflite.parity.max_abs_diff <= 1e-5
+    assert tflite.path.name == "model_tokens_float32.tflite" and tflite.parity.passed
+    assert tflite.parity.max_abs_diff_bound == 2e-4 and tflite.parity.top1_agreement == 1.0
+    record = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert record["tokenizer"]["class_name"] and record["class_names"] == ["sports", "tech"]
+    assert record["quantization"] == ["float32"] and record["parity_passed"] is True
     assert (tmp_path / "export" / "tokenizer" / "vocabulary.txt").is_file()
     assert (tmp_path / "export" / "labels.txt").read_text() == "sports\ntech"
 
@@ -286,4 +291,8 @@ def test_bad_arguments_fail_clearly(tiny_bert, tmp_path):
     text_model = build_text_classifier(tiny_bert, 2, sequence_length=8)
     with pytest.raises(ValueError, match="text classifier.*quantization=\\['float32', 'int8'\\]"):
         tltk.export(text_model, tmp_path / "y", quantization=["float32", "int8"])
+    with pytest.raises(ValueError, match="`labels` must be a list or tuple"):
+        export_text(text_model, tmp_path / "y", labels="ab")  # a bare string is not two names
+    with pytest.raises(ValueError, match="`labels` must be distinct, non-empty names"):
+        export_text(text_model, tmp_path / "y", labels=["sports", "tech\r"])
     assert not (tmp_path / "y").exists()
