@@ -17,7 +17,6 @@ from click.testing import CliRunner
 import tltk
 from tltk.backbones import keras_hub as kh
 from tltk.cli import main as cli_main
-from tltk.freezing import find_backbone
 from tltk.export.text import export_text
 from tltk.text import build_text_classifier, load_text_topics
 
@@ -170,7 +169,7 @@ def test_train_save_reload_and_export(tiny_bert, tmp_path):
 
 def test_lora_trains_only_adapters_and_head(tiny_bert, tmp_path):
     model = build_text_classifier(tiny_bert, 2, sequence_length=16, lora_rank=2, dropout=0.0)
-    encoder, _ = find_backbone(model)
+    encoder = model.backbone
     names = {w.name for w in model.trainable_weights}
     assert names == {"lora_kernel_a", "lora_kernel_b", "kernel", "bias"}
     assert {w.path.split("/")[0] for w in model.trainable_weights if w.name in ("kernel", "bias")} == {

@@ -6,7 +6,7 @@ The steps run one way, each taking and returning plain Keras and tf.data objects
 `tltk.data` -> `build_classifier` -> `fine_tune` -> `evaluate` -> `export`.
 """
 
-__version__ = "0.1.0"
+from tltk._version import __version__
 
 import os as _os
 

@@ -51,11 +51,6 @@ class LayerGroup:
         )
 
 
-def find_backbone(model):
-    """`(model.backbone, None)`: kept while tltk.export moves to the model's attributes."""
-    return as_transfer_model(model).backbone, None
-
-
 def layer_groups(model: keras.Model) -> list:
     """Lists the model's layer groups, stem to top, the head last, with parameter counts.
 

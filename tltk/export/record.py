@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from tltk import atomic
+from tltk._version import __version__
 
 RECORD_FILE = "export.json"
 
@@ -39,7 +40,6 @@ def write_record(path, model, *, class_names, output_activation, report, fields)
     json.loads(pathlib.Path("exports/pets/export.json").read_text())["class_names"]
     ```
     """
-    from tltk import __version__
 
     files = [{**f.to_dict(), "path": f.path.name} for f in report.files]
     record = {
