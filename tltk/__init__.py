@@ -10,7 +10,8 @@ from tltk._version import __version__
 
 import os as _os
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines; set it to 0 to see them
+# TensorFlow's C++ INFO/WARNING lines; set TF_CPP_MIN_LOG_LEVEL=0 to see them.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tltk import data, datasets
 from tltk.augment import augmentation

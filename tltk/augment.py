@@ -127,9 +127,7 @@ def augmentation(preset, *, seed=None, name="augmentation"):
     if preset is None:
         return None
     if preset not in PRESETS:
-        raise ValueError(
-            f"`preset` must be None or one of {PRESETS}. Received: preset={preset!r}"
-        )
+        raise ValueError(f"`preset` must be None or one of {PRESETS}. Received: preset={preset!r}")
     transforms = [
         layer_class(**kwargs, seed=None if seed is None else seed + i)
         for i, (layer_class, kwargs) in enumerate(_PRESET_LAYERS[preset])

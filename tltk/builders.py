@@ -1,4 +1,4 @@
-"""`build_classifier`: a pretrained backbone, its preprocessing and a new head, as one Keras model."""
+"""`build_classifier`: a pretrained backbone, its preprocessing and a new head, as one model."""
 
 from __future__ import annotations
 
@@ -146,8 +146,10 @@ def _resolve_backbone(backbone):
     if isinstance(backbone, keras.Model):
         if is_registered(backbone.name):
             raise ValueError(
-                f"Your backbone model is named {backbone.name!r}, the name of a registered backbone; "
-                "rename it (`model.name = ...`) so its layer groups are not taken from the registry."
+                f"Your backbone model is named {backbone.name!r}, the name of a registered "
+                "backbone; "
+                "rename it (`model.name = ...`) so its layer groups are not taken from the "
+                "registry."
             )
         return None, backbone
     if isinstance(backbone, str):
@@ -174,16 +176,19 @@ def _check_input_shape(spec, custom, input_shape):
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in input_shape):
         raise ValueError(
-            f"`input_shape` must be (height, width, channels) of positive integers. Received: input_shape={input_shape}"
+            "`input_shape` must be (height, width, channels) of positive integers. Received: "
+            f"input_shape={input_shape}"
         )
     if input_shape[2] != spec.channels:
         raise ValueError(
-            f"Backbone {spec.name!r} takes {spec.channels} input channels. Received: input_shape={input_shape}"
+            f"Backbone {spec.name!r} takes {spec.channels} input channels. Received: "
+            f"input_shape={input_shape}"
         )
     min_h, min_w = spec.min_input_size
     if input_shape[0] < min_h or input_shape[1] < min_w:
         raise ValueError(
-            f"Backbone {spec.name!r} needs inputs of at least {min_h}x{min_w}. Received: input_shape={input_shape}"
+            f"Backbone {spec.name!r} needs inputs of at least {min_h}x{min_w}. Received: "
+            f"input_shape={input_shape}"
         )
     return input_shape
 
@@ -193,7 +198,9 @@ def _check_weights(spec, custom, weights):
     if weights is None or weights == DEFAULT_WEIGHTS:
         return None
     if not isinstance(weights, str):
-        raise ValueError(f"`weights` must be a name, a file path or None. Received: weights={weights!r}")
+        raise ValueError(
+            f"`weights` must be a name, a file path or None. Received: weights={weights!r}"
+        )
     if custom is not None:
         return None if weights == "imagenet" else weights
     if weights in spec.weights:
@@ -220,6 +227,7 @@ def _augmentation_layer(augmentation):
     if isinstance(augmentation, keras.layers.Layer):
         return Augmentation([augmentation], name=AUGMENTATION_NAME)
     raise ValueError(
-        "`augmentation` must be a preset name ('light', 'medium', 'strong'), a Keras layer or None. "
+        "`augmentation` must be a preset name ('light', 'medium', 'strong'), a Keras layer or "
+        "None. "
         f"Received: augmentation={augmentation!r}"
     )

@@ -62,20 +62,32 @@ def _print_run(run):
     for stage, groups, metric in run.stage_metrics():
         table.add_row(str(stage), ", ".join(groups), f"{metric:.4f}")
     console.print(table)
-    kept = "stage 1 (later stages did not help)" if run.fine_tune.restored_stage1 else f"stage {run.fine_tune.best_stage}"
+    kept = (
+        "stage 1 (later stages did not help)"
+        if run.fine_tune.restored_stage1
+        else f"stage {run.fine_tune.best_stage}"
+    )
     console.print(f"Kept the weights of {kept}.")
     files = Table(title="Outputs")
     files.add_column("what")
     files.add_column("where")
     files.add_column("size / parity")
-    files.add_row("held-out accuracy", f"{run.evaluation.accuracy:.4f} on {run.evaluation.num_examples} images", "")
+    files.add_row(
+        "held-out accuracy",
+        f"{run.evaluation.accuracy:.4f} on {run.evaluation.num_examples} images",
+        "",
+    )
     files.add_row("Keras model", str(run.model_path), "")
     for name, path in sorted(run.evaluation.files.items()):
         files.add_row(name.replace("_", " "), str(path), "")
     if run.export is not None:
         for f in run.export.files:
             parity = "not checked" if f.parity is None else f.parity.describe()
-            files.add_row(f"{f.format} {f.quantization}", str(f.path), f"{f.size_bytes / 1e6:.2f} MB, {parity}")
+            files.add_row(
+                f"{f.format} {f.quantization}",
+                str(f.path),
+                f"{f.size_bytes / 1e6:.2f} MB, {parity}",
+            )
     console.print(files)
     if run.data.skipped:
         console.print(f"Skipped {len(run.data.skipped)} unreadable file(s); see report.json.")
@@ -95,8 +107,19 @@ def _train_defaults():
 
 
 @main.command()
-@click.option("--out", "out_dir", default="tltk_demo", show_default=True, help="Folder for the data, model, report and exports.")
-@click.option("--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen (default: the demo's).")
+@click.option(
+    "--out",
+    "out_dir",
+    default="tltk_demo",
+    show_default=True,
+    help="Folder for the data, model, report and exports.",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Epochs after the head stage, backbone unfrozen (default: the demo's).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_one_line_errors
 def demo(out_dir, epochs, quiet):
@@ -107,29 +130,79 @@ def demo(out_dir, epochs, quiet):
     from tltk.workflow import demo as run_demo
 
     kwargs = {} if epochs is None else {"epochs": epochs}
-    click.echo("tltk demo: scikit-learn's 1,797 handwritten digits, backbone tltk_glyphnet (shipped, pretrained on rendered letters).")
+    click.echo(
+        "tltk demo: scikit-learn's 1,797 handwritten digits, backbone tltk_glyphnet (shipped, "
+        "pretrained on rendered letters)."
+    )
     _print_run(run_demo(out_dir, verbose=_verbosity(quiet), **kwargs))
 
 
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Registry name; see `tltk backbones`.")
+@click.option(
+    "--backbone",
+    default="mobilenet_v2",
+    show_default=True,
+    help="Registry name; see `tltk backbones`.",
+)
 @click.option("--out", "out_dir", required=True, help="Run folder (model.keras, report/, export/).")
-@click.option("--weights", default="default", show_default=True, help="'default' (the backbone's first pretrained weights: imagenet for Keras Applications, tltk for tltk_glyphnet; none where it has none), a registered name, 'none' or a weights file.")
-@click.option("--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen.")
+@click.option(
+    "--weights",
+    default="default",
+    show_default=True,
+    help=(
+        "'default' (the backbone's first pretrained weights: imagenet for Keras Applications, "
+        "tltk for tltk_glyphnet; none where it has none), a registered name, 'none' or a "
+        "weights file."
+    ),
+)
+@click.option(
+    "--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen."
+)
 @click.option("--head-epochs", type=int, default=None, help="Epochs of the head-only stage.")
 @click.option("--learning-rate", type=float, default=None, help="Peak rate of the head-only stage.")
-@click.option("--fine-tune-lr", type=float, default=None, help="Peak rate of the head once the backbone is unfrozen.")
-@click.option("--image-size", type=int, default=None, help="Square input size (default: the backbone's).")
+@click.option(
+    "--fine-tune-lr",
+    type=float,
+    default=None,
+    help="Peak rate of the head once the backbone is unfrozen.",
+)
+@click.option(
+    "--image-size", type=int, default=None, help="Square input size (default: the backbone's)."
+)
 @click.option("--batch-size", type=int, default=None)
-@click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="none", show_default=True)
-@click.option("--quantize", multiple=True, type=click.Choice(_QUANTIZATIONS), help="TFLite quantization; repeat for several.")
+@click.option(
+    "--augment",
+    type=click.Choice(["none", "light", "medium", "strong"]),
+    default="none",
+    show_default=True,
+)
+@click.option(
+    "--quantize",
+    multiple=True,
+    type=click.Choice(_QUANTIZATIONS),
+    help="TFLite quantization; repeat for several.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_one_line_errors
-def train(data_dir, backbone, out_dir, weights, epochs, head_epochs, learning_rate, fine_tune_lr, image_size, batch_size, augment, quantize, quiet):
+def train(
+    data_dir,
+    backbone,
+    out_dir,
+    weights,
+    epochs,
+    head_epochs,
+    learning_rate,
+    fine_tune_lr,
+    image_size,
+    batch_size,
+    augment,
+    quantize,
+    quiet,
+):
     """Train on a folder of class folders, evaluate, and export.
 
-    Example: tltk train photos/ --backbone mobilenet_v2 --out runs/photos --quantize float32 --quantize int8
+    Example: tltk train photos/ --backbone mobilenet_v2 --out runs/photos --quantize int8
     """
     from tltk.workflow import train_from_directory
 
@@ -161,17 +234,24 @@ def train(data_dir, backbone, out_dir, weights, epochs, head_epochs, learning_ra
 def evaluate_command(model_path, data_dir, out_dir, batch_size):
     """Evaluate a .keras, SavedModel or .tflite model on a folder (its test/ split if it has one).
 
-    Example: tltk evaluate runs/photos/export/model_int8.tflite photos/ --out runs/photos/int8_report
+    Example: tltk evaluate runs/photos/export/model_int8.tflite photos/ --out runs/int8_report
     """
     from tltk import data as tltk_data
     from tltk.evaluate import evaluate
     from tltk.export import load_exported
 
     predictor = load_exported(model_path)
-    data = tltk_data.from_directory(data_dir, image_size=predictor.input_shape[:2], batch_size=batch_size, validation_split=0.0)
-    held_out = next(split for split in (data.test, data.validation, data.train) if split is not None)
+    data = tltk_data.from_directory(
+        data_dir, image_size=predictor.input_shape[:2], batch_size=batch_size, validation_split=0.0
+    )
+    held_out = next(
+        split for split in (data.test, data.validation, data.train) if split is not None
+    )
     if list(data.class_names) != list(predictor.class_names):
-        raise ValueError(f"{data_dir} has classes {data.class_names}, but {model_path} predicts {predictor.class_names}.")
+        raise ValueError(
+            f"{data_dir} has classes {data.class_names}, but {model_path} predicts "
+            f"{predictor.class_names}."
+        )
     report = evaluate(predictor, held_out, class_names=data.class_names, out_dir=out_dir)
     click.echo(report.summary())
     if out_dir:
@@ -202,7 +282,9 @@ def predict(model_path, inputs, top):
     _, probabilities = predictor.predict(batch)
     for item, probs in zip(shown, probabilities):
         best = probs.argsort()[::-1][:top]
-        click.echo(f"{item}: " + ", ".join(f"{predictor.class_names[i]} {probs[i]:.3f}" for i in best))
+        click.echo(
+            f"{item}: " + ", ".join(f"{predictor.class_names[i]} {probs[i]:.3f}" for i in best)
+        )
 
 
 def _image_files(items):
@@ -213,11 +295,17 @@ def _image_files(items):
     for item in items:
         path = pathlib.Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS and not p.name.startswith("."))
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in SUPPORTED_EXTENSIONS and not p.name.startswith(".")
+            )
         elif path.is_file():
             files.append(path)
         else:
-            raise ValueError(f"No such image file or folder: {item}. Pass image files or folders of them.")
+            raise ValueError(
+                f"No such image file or folder: {item}. Pass image files or folders of them."
+            )
     if not files:
         raise ValueError(f"No image files found in {', '.join(items)}.")
     return files
@@ -226,8 +314,18 @@ def _image_files(items):
 @main.command("export")
 @click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out_dir")
-@click.option("--quantize", multiple=True, type=click.Choice(_QUANTIZATIONS), help="TFLite quantization; repeat for several (default float32).")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), help="Image folder for int8 calibration and the parity gate.")
+@click.option(
+    "--quantize",
+    multiple=True,
+    type=click.Choice(_QUANTIZATIONS),
+    help="TFLite quantization; repeat for several (default float32).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Image folder for int8 calibration and the parity gate.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 @_one_line_errors
 def export_command(model_path, out_dir, quantize, data_dir, overwrite):
@@ -243,16 +341,30 @@ def export_command(model_path, out_dir, quantize, data_dir, overwrite):
     model = keras.models.load_model(model_path)
     samples = class_names = None
     if data_dir:
-        data = tltk_data.from_directory(data_dir, image_size=tuple(model.input_shape[1:3]), validation_split=0.0)
+        data = tltk_data.from_directory(
+            data_dir, image_size=tuple(model.input_shape[1:3]), validation_split=0.0
+        )
         samples, class_names = data.train, data.class_names
-    report = export(model, out_dir, quantization=list(quantize) or "float32", representative_data=samples, parity_data=samples, labels=class_names, overwrite=overwrite)
+    report = export(
+        model,
+        out_dir,
+        quantization=list(quantize) or "float32",
+        representative_data=samples,
+        parity_data=samples,
+        labels=class_names,
+        overwrite=overwrite,
+    )
     for f in report.files:
         parity = "not checked" if f.parity is None else f.parity.describe()
         click.echo(f"{f.path}  {f.size_bytes / 1e6:.2f} MB  {f.latency_ms:.2f} ms  {parity}")
 
 
 @main.command()
-@click.option("--source", type=click.Choice(["keras_applications", "tfhub", "keras_hub", "tltk"]), default=None)
+@click.option(
+    "--source",
+    type=click.Choice(["keras_applications", "tfhub", "keras_hub", "tltk"]),
+    default=None,
+)
 def backbones(source):
     """List registered backbones.
 
@@ -264,7 +376,10 @@ def backbones(source):
     for name in tltk.list_backbones(source=source):
         spec = tltk.get_backbone(name)
         size = "text" if is_text_backbone(spec) else "x".join(map(str, spec.default_input_size))
-        click.echo(f"{name:<28} {spec.source:<19} {size:>9}  {spec.feature_dim:>5}  {','.join(spec.weights) or '-'}")
+        click.echo(
+            f"{name:<28} {spec.source:<19} {size:>9}  {spec.feature_dim:>5}  "
+            f"{','.join(spec.weights) or '-'}"
+        )
 
 
 @main.command()

@@ -49,18 +49,39 @@ def run_checks() -> list:
     >>> any(c.name == "keras" for c in run_checks())
     True
     """
-    checks = [Check("python", sys.version_info >= (3, 10), sys.version.split()[0], "Use Python 3.10 or newer.")]
+    checks = [
+        Check(
+            "python",
+            sys.version_info >= (3, 10),
+            sys.version.split()[0],
+            "Use Python 3.10 or newer.",
+        )
+    ]
 
     import tensorflow as tf
 
     tf_ok = _major_minor(tf.__version__) >= (2, 16)
-    checks.append(Check("tensorflow", tf_ok, tf.__version__, 'pip install "tensorflow>=2.16,<2.22"'))
+    checks.append(
+        Check("tensorflow", tf_ok, tf.__version__, 'pip install "tensorflow>=2.16,<2.22"')
+    )
     import keras
 
-    checks.append(Check("keras", keras.__version__.startswith("3."), keras.__version__, 'pip install "keras>=3.5"'))
+    checks.append(
+        Check(
+            "keras",
+            keras.__version__.startswith("3."),
+            keras.__version__,
+            'pip install "keras>=3.5"',
+        )
+    )
     backend = keras.backend.backend()
     checks.append(
-        Check("keras backend", backend == "tensorflow", backend, "Set KERAS_BACKEND=tensorflow (tltk exports through TensorFlow).")
+        Check(
+            "keras backend",
+            backend == "tensorflow",
+            backend,
+            "Set KERAS_BACKEND=tensorflow (tltk exports through TensorFlow).",
+        )
     )
     legacy = os.environ.get("TF_USE_LEGACY_KERAS", "")
     checks.append(
@@ -68,7 +89,8 @@ def run_checks() -> list:
             "TF_USE_LEGACY_KERAS",
             legacy not in ("1", "true", "True"),
             legacy or "unset",
-            "Unset TF_USE_LEGACY_KERAS: it makes tf.keras mean Keras 2 (tf_keras), which tltk models are not.",
+            "Unset TF_USE_LEGACY_KERAS: it makes tf.keras mean Keras 2 (tf_keras), which tltk "
+            "models are not.",
         )
     )
     tf_keras = _version("tf-keras")
@@ -77,21 +99,34 @@ def run_checks() -> list:
             "tf_keras",
             tf_keras is not None,
             tf_keras or "missing",
-            "pip install tf_keras (tensorflow-hub imports it; tltk's own hub layer does not use it for models).",
+            "pip install tf_keras (tensorflow-hub imports it; tltk's own hub layer does not use "
+            "it for models).",
         )
     )
     gpus = tf.config.list_physical_devices("GPU")
-    checks.append(Check("accelerators", True, f"{len(gpus)} GPU(s)" if gpus else "none (CPU only; fine for small data)"))
+    checks.append(
+        Check(
+            "accelerators",
+            True,
+            f"{len(gpus)} GPU(s)" if gpus else "none (CPU only; fine for small data)",
+        )
+    )
 
     caches = {
         "Keras cache (KERAS_HOME)": os.environ.get("KERAS_HOME", "~/.keras"),
-        "TF Hub cache (TFHUB_CACHE_DIR)": os.environ.get("TFHUB_CACHE_DIR", os.path.join(tempfile.gettempdir(), "tfhub_modules")),
+        "TF Hub cache (TFHUB_CACHE_DIR)": os.environ.get(
+            "TFHUB_CACHE_DIR", os.path.join(tempfile.gettempdir(), "tfhub_modules")
+        ),
         "TFDS data (TFDS_DATA_DIR)": os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"),
     }
     for name, folder in caches.items():
         ok, path = _writable(folder)
         variable = name.split("(")[1].rstrip(")")
-        checks.append(Check(name, ok, str(path), f"Make {path} writable or set {variable} to a writable folder."))
+        checks.append(
+            Check(
+                name, ok, str(path), f"Make {path} writable or set {variable} to a writable folder."
+            )
+        )
 
     try:
         from tltk.backbones import glyphnet
@@ -99,7 +134,14 @@ def run_checks() -> list:
         glyphnet.verified_weights_path()
         checks.append(Check("demo weights", True, "tltk_glyphnet weights present, checksum ok"))
     except Exception as error:  # the error text says which file and how to regenerate it
-        checks.append(Check("demo weights", False, str(error).split(". ")[0], "Reinstall tltk, or run scripts/pretrain_demo_backbone.py."))
+        checks.append(
+            Check(
+                "demo weights",
+                False,
+                str(error).split(". ")[0],
+                "Reinstall tltk, or run scripts/pretrain_demo_backbone.py.",
+            )
+        )
 
     extras = {
         "keras_hub": "pip install 'tltk[hub]' (keras-hub presets, text classifiers)",
@@ -114,5 +156,7 @@ def run_checks() -> list:
             importlib.import_module(module)
             checks.append(Check(f"optional: {module}", True, "importable"))
         except Exception as error:
-            checks.append(Check(f"optional: {module}", False, f"not importable ({type(error).__name__})", fix))
+            checks.append(
+                Check(f"optional: {module}", False, f"not importable ({type(error).__name__})", fix)
+            )
     return checks

@@ -47,7 +47,10 @@ class EvaluationReport:
             lines.append(f"mAP: {self.mean_average_precision:.4f}")
         lines.append(f"{'class':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
         for name, m in self.per_class.items():
-            lines.append(f"{name[:20]:<20} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>7.3f} {m['support']:>8d}")
+            lines.append(
+                f"{name[:20]:<20} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>7.3f} "
+                f"{m['support']:>8d}"
+            )
         return "\n".join(lines)
 
 
@@ -101,27 +104,44 @@ def evaluate(
         probs = probs[1]
     probs = np.asarray(probs)
     if probs.ndim != 2:
-        raise ValueError(f"The model must return (batch, classes) scores. Received: shape {probs.shape}")
+        raise ValueError(
+            f"The model must return (batch, classes) scores. Received: shape {probs.shape}"
+        )
     num_classes = probs.shape[1]
     names = list(names or [str(i) for i in range(num_classes)])
     if len(names) != num_classes:
-        raise ValueError(f"`class_names` has {len(names)} names but the model has {num_classes} outputs.")
+        raise ValueError(
+            f"`class_names` has {len(names)} names but the model has {num_classes} outputs."
+        )
     multi_label = labels.ndim == 2 and not _is_one_hot(labels)
-    report = _multi_label_report(labels, probs, names, threshold) if multi_label else _single_label_report(labels, probs, names, top_k)
+    report = (
+        _multi_label_report(labels, probs, names, threshold)
+        if multi_label
+        else _single_label_report(labels, probs, names, top_k)
+    )
 
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         if not multi_label:
             report.files["confusion_matrix"] = plots.confusion_matrix(
-                np.asarray(report.confusion_matrix), names, os.path.join(out_dir, "confusion_matrix.png")
+                np.asarray(report.confusion_matrix),
+                names,
+                os.path.join(out_dir, "confusion_matrix.png"),
             )
         if not multi_label and not is_text:
             truth = labels.argmax(1) if labels.ndim == 2 else labels
             report.files["misclassified"] = plots.misclassified(
-                images, truth, probs, names, os.path.join(out_dir, "misclassified.png"), limit=max_misclassified
+                images,
+                truth,
+                probs,
+                names,
+                os.path.join(out_dir, "misclassified.png"),
+                limit=max_misclassified,
             )
         if history is not None:
-            report.files["training_curves"] = plots.training_curves(history, os.path.join(out_dir, "training_curves.png"))
+            report.files["training_curves"] = plots.training_curves(
+                history, os.path.join(out_dir, "training_curves.png")
+            )
         report.files["report"] = os.path.join(out_dir, "report.json")
         _write_json(report.to_dict(), report.files["report"])
     return report
@@ -131,7 +151,9 @@ def _single_label_report(labels, probs, names, top_k):
     truth = labels.argmax(1) if labels.ndim == 2 else labels.astype(int)
     predicted = probs.argmax(1)
     classes = list(range(len(names)))
-    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, labels=classes, zero_division=0)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0
+    )
     top = {
         int(k): float(skm.top_k_accuracy_score(truth, probs, k=k, labels=classes))
         for k in top_k
@@ -152,9 +174,15 @@ def _single_label_report(labels, probs, names, top_k):
 def _multi_label_report(labels, probs, names, threshold):
     predicted = (probs >= threshold).astype(int)
     truth = labels.astype(int)
-    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, zero_division=0)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        truth, predicted, zero_division=0
+    )
     present = truth.sum(0) > 0
-    m_ap = float(skm.average_precision_score(truth[:, present], probs[:, present], average="macro")) if present.any() else 0.0
+    m_ap = (
+        float(skm.average_precision_score(truth[:, present], probs[:, present], average="macro"))
+        if present.any()
+        else 0.0
+    )
     return EvaluationReport(
         accuracy=float((predicted == truth).all(1).mean()),
         top_k_accuracy={},
@@ -188,7 +216,9 @@ def _collect(data, class_names):
     images, labels = [], []
     for batch in data:
         if not (isinstance(batch, tuple) and len(batch) >= 2):
-            raise ValueError("`data` must yield (images, labels) batches. Received: a dataset of single tensors")
+            raise ValueError(
+                "`data` must yield (images, labels) batches. Received: a dataset of single tensors"
+            )
         images.append(np.asarray(batch[0]))
         labels.append(np.asarray(batch[1]))
     if not images:

@@ -118,7 +118,8 @@ def unfreeze(model: keras.Model, groups=1, *, train_bn=None) -> keras.Model:
                 layer.trainable = train_bn or not isinstance(layer, keras.layers.BatchNormalization)
             else:
                 layer.trainable = states[id(layer)]
-    keep_lora_only(backbone)  # LoRA-enabled layers keep their base weights frozen; a no-op without LoRA
+    # LoRA-enabled layers keep their base weights frozen; a no-op without LoRA.
+    keep_lora_only(backbone)
     if hasattr(backbone, "train_bn"):  # a TF Hub module runs its own BatchNorm-like state
         backbone.train_bn = train_bn
     return model
@@ -132,7 +133,7 @@ def backbone_groups(model) -> list:
         return [(name, [backbone]) for name in list(groups)[-1:]]  # one layer: one group
     layers = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
     assigned = assign_groups(tuple(groups.items()), [layer.name for layer in layers])
-    return [(name, [l for l, g in zip(layers, assigned) if g == name]) for name in groups]
+    return [(name, [layer for layer, g in zip(layers, assigned) if g == name]) for name in groups]
 
 
 def _chosen(groups, names):

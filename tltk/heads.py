@@ -12,7 +12,9 @@ OUTPUT_NAME = "predictions"
 POOL_NAME = "pool"
 
 
-def check_head_args(*, num_classes, pooling, dropout, hidden_units, multi_label, classifier_activation):
+def check_head_args(
+    *, num_classes, pooling, dropout, hidden_units, multi_label, classifier_activation
+):
     """Validates head arguments before anything is built; raises `ValueError` naming the argument.
 
     Returns:
@@ -32,7 +34,9 @@ def check_head_args(*, num_classes, pooling, dropout, hidden_units, multi_label,
         raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
     units = tuple(hidden_units or ())
     if not all(isinstance(u, int) and u > 0 for u in units):
-        raise ValueError(f"`hidden_units` must be positive integers. Received: hidden_units={hidden_units!r}")
+        raise ValueError(
+            f"`hidden_units` must be positive integers. Received: hidden_units={hidden_units!r}"
+        )
     if classifier_activation not in (None, "softmax", "sigmoid", "linear"):
         raise ValueError(
             "`classifier_activation` must be 'softmax', 'sigmoid', 'linear' or None. "
@@ -71,7 +75,11 @@ def classification_head(
     """
     x, pooled = features, None
     if len(x.shape) == 4:
-        pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+        pool = (
+            keras.layers.GlobalAveragePooling2D
+            if pooling == "avg"
+            else keras.layers.GlobalMaxPooling2D
+        )
         x, pooled = pool(name=POOL_NAME)(x), POOL_NAME
     elif len(x.shape) != 2:
         raise ValueError(

@@ -16,9 +16,9 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 class ImagePreprocessing(keras.layers.Layer):
     """Maps raw 0..255 pixels to what a backbone expects, inside the graph.
 
-    The modes are those of `keras.applications.imagenet_utils.preprocess_input`, so the result equals
-    `keras.applications.<family>.preprocess_input` on the same pixels; exported models therefore take
-    raw pixels and need no outside preprocessing.
+    The modes are those of `keras.applications.imagenet_utils.preprocess_input`, so the result
+    equals `keras.applications.<family>.preprocess_input` on the same pixels; exported models
+    therefore take raw pixels and need no outside preprocessing.
 
     Args:
         mode: str. `"caffe"` (RGB->BGR, minus the ImageNet BGR mean), `"tf"` (to [-1, 1]), `"torch"`
@@ -37,7 +37,9 @@ class ImagePreprocessing(keras.layers.Layer):
     def __init__(self, mode="tf", **kwargs):
         super().__init__(**kwargs)
         if mode not in PREPROCESSING_MODES:
-            raise ValueError(f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}")
+            raise ValueError(
+                f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
+            )
         self.mode = mode
 
     def call(self, inputs):

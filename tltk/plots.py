@@ -40,7 +40,15 @@ def confusion_matrix(matrix, class_names, path):
         high = matrix.max() / 2 if matrix.size else 0
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if matrix[i, j] > high else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if matrix[i, j] > high else "black",
+                )
     ax.set_title("Confusion matrix")
     return _save(fig, path)
 
@@ -61,7 +69,11 @@ def misclassified(images, truth, probs, class_names, path, *, limit=16):
     for ax, i in zip(axes.flat, wrong):
         image = np.clip(images[i], 0, 255).astype("uint8")
         ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
-        ax.set_title(f"{class_names[truth[i]]} -> {class_names[predicted[i]]} ({probs[i, predicted[i]]:.2f})", fontsize=8)
+        ax.set_title(
+            f"{class_names[truth[i]]} -> {class_names[predicted[i]]} "
+            f"({probs[i, predicted[i]]:.2f})",
+            fontsize=8,
+        )
     return _save(fig, path)
 
 
@@ -75,14 +87,22 @@ def training_curves(history, path):
     for _, h in stages:
         length = max((len(v) for v in h.values()), default=0)
         for key, values in h.items():
-            series.setdefault(key, []).extend([np.nan] * (total - len(series.get(key, []))) + list(values))
+            series.setdefault(key, []).extend(
+                [np.nan] * (total - len(series.get(key, []))) + list(values)
+            )
         total += length
         boundaries.append(total)
     for ax, key in zip(axes, ("loss", "accuracy")):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = series.get(prefix + key)
             if values:
-                ax.plot(range(1, len(values) + 1), values, "-" if not prefix else "--", marker=".", label=label)
+                ax.plot(
+                    range(1, len(values) + 1),
+                    values,
+                    "-" if not prefix else "--",
+                    marker=".",
+                    label=label,
+                )
         for (name, _), edge in zip(stages[:-1], boundaries[:-1]):
             ax.axvline(edge + 0.5, color="grey", lw=0.6)
         ax.set_xlabel("epoch (grey lines: stage boundaries)")
@@ -101,4 +121,7 @@ def _stage_histories(history):
         return [("", history)]
     if isinstance(history, (list, tuple)):
         return [(f"stage {i + 1}", dict(getattr(h, "history", h))) for i, h in enumerate(history)]
-    raise ValueError(f"`history` must be a fine-tune result, a keras History or a dict. Received: {type(history).__name__}")
+    raise ValueError(
+        "`history` must be a fine-tune result, a keras History or a dict. Received: "
+        f"{type(history).__name__}"
+    )

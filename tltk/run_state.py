@@ -140,4 +140,3 @@ class BestTracker(keras.callbacks.Callback):
             self.state.best_loss = loss
             self.state.best_weights = self.target.get_weights()
         self.state.save(weights=improved)
-

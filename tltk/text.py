@@ -1,4 +1,4 @@
-"""`build_text_classifier`: a pretrained text encoder, its tokenizer and a new head, as one Keras model.
+"""`build_text_classifier`: a pretrained text encoder, its tokenizer and a new head, as one model.
 
 The model takes raw strings. Its layers are `text` (input) -> `preprocessing` (the preset's own
 tokenizer, keras-hub presets only) -> the encoder (named after its registry entry) -> `pool`
@@ -66,7 +66,8 @@ def build_text_classifier(
         dropout: float. Dropout rate in the head. Defaults to `0.1`.
         hidden_units: tuple. Hidden ReLU layer widths in the head. Defaults to `()`.
         classifier_activation: str or None. `"softmax"`, `"sigmoid"`, or `None`/`"linear"` for
-            logits; sigmoid when `multi_label=True` and left at `"softmax"`. Defaults to `"softmax"`.
+            logits; sigmoid when `multi_label=True` and left at `"softmax"`. Defaults to
+            `"softmax"`.
         name: str. Model name. Defaults to `"<encoder>_text_classifier"`.
 
     Returns:
@@ -109,7 +110,9 @@ def build_text_classifier(
         )
         tokens = preprocessing(inputs)
         sequence = encoder(tokens)
-        features = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(sequence, mask=tokens["padding_mask"])
+        features = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(
+            sequence, mask=tokens["padding_mask"]
+        )
         pooled, groups, backbone_name = POOL_NAME, kh.text_groups(encoder), encoder.name
     head = classification_head(
         features, num_classes, dropout=dropout, hidden_units=units, activation=activation
@@ -149,7 +152,9 @@ def is_text_model(model):
 def _hub_spec(preset):
     """The TF Hub spec of `preset` if it names a TF Hub text module, else None (keras-hub)."""
     if not isinstance(preset, str):
-        raise ValueError(f"`preset` must be a preset name, handle or folder. Received: preset={preset!r}")
+        raise ValueError(
+            f"`preset` must be a preset name, handle or folder. Received: preset={preset!r}"
+        )
     if preset.startswith(hub.PREFIX):
         return get_backbone(preset)
     if os.path.isfile(os.path.join(os.path.expanduser(preset), "saved_model.pb")):
@@ -173,7 +178,8 @@ def load_text_topics(split=None):
     splits, so that a pretrained encoder has something to show over bag-of-words models.
 
     Args:
-        split: str or None. `"train"`, `"validation"`, `"test"`, or `None` for all. Defaults to `None`.
+        split: str or None. `"train"`, `"validation"`, `"test"`, or `None` for all. Defaults to
+            `None`.
 
     Returns:
         A tuple `(texts, labels, class_names)`: a list of str, an int numpy array, a list of str.
@@ -185,7 +191,9 @@ def load_text_topics(split=None):
     (150, True)
     """
     if split not in (None, "train", "validation", "test"):
-        raise ValueError(f"`split` must be 'train', 'validation', 'test' or None. Received: split={split!r}")
+        raise ValueError(
+            f"`split` must be 'train', 'validation', 'test' or None. Received: split={split!r}"
+        )
     path = importlib.resources.files("tltk") / "data_files" / TOPICS_FILE
     with path.open(encoding="utf-8", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if split in (None, row["split"])]

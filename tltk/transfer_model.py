@@ -94,7 +94,9 @@ class TransferModel(keras.Model):
         self._heads = _check_heads(heads, names)
         self._groups = _check_groups(groups)
         if modality not in MODALITIES:
-            raise ValueError(f"`modality` must be one of {MODALITIES}. Received: modality={modality!r}")
+            raise ValueError(
+                f"`modality` must be one of {MODALITIES}. Received: modality={modality!r}"
+            )
         self._backbone_layer = backbone
         self._features_layer = features
         self._preprocessing_layer = preprocessing
@@ -126,7 +128,9 @@ class TransferModel(keras.Model):
     @property
     def heads(self) -> dict:
         """`{head_name: (layers...)}`, each head's layers in call order, its output layer last."""
-        return {head: tuple(self.get_layer(n) for n in layers) for head, layers in self._heads.items()}
+        return {
+            head: tuple(self.get_layer(n) for n in layers) for head, layers in self._heads.items()
+        }
 
     @property
     def head_layers(self) -> list:
@@ -181,7 +185,7 @@ class TransferModel(keras.Model):
 
 
 def as_transfer_model(model, argument="model"):
-    """Returns `model` if it is a `TransferModel`; otherwise raises a `ValueError` saying what to do.
+    """Returns `model` if it is a `TransferModel`, else raises a `ValueError` saying what to do.
 
     A `.keras` file written by tltk 0.1 loads as a plain functional model: `tltk.upgrade_model`
     turns it into a `TransferModel` once (save it again to keep the result).
@@ -191,7 +195,8 @@ def as_transfer_model(model, argument="model"):
     if isinstance(model, keras.Model):
         raise ValueError(
             f"`{argument}` must be a tltk.TransferModel (built by tltk.build_classifier or "
-            f"tltk.build_text_classifier). Received: a {type(model).__name__} named {model.name!r}. "
+            f"tltk.build_text_classifier). Received: a {type(model).__name__} named "
+            f"{model.name!r}. "
             "If it is a .keras file written by tltk 0.1, convert it with "
             "`model = tltk.upgrade_model(model)` and save it again."
         )
@@ -200,7 +205,9 @@ def as_transfer_model(model, argument="model"):
 
 def _check_heads(heads, names):
     if not isinstance(heads, dict) or not heads:
-        raise ValueError(f"`heads` must be a non-empty dict of name -> layer names. Received: heads={heads!r}")
+        raise ValueError(
+            f"`heads` must be a non-empty dict of name -> layer names. Received: heads={heads!r}"
+        )
     checked = {}
     for head, layers in heads.items():
         layers = [layers] if isinstance(layers, str) else list(layers)
@@ -218,10 +225,16 @@ def _check_groups(groups):
     checked = []
     for group in groups:
         if len(group) != 2 or not all(isinstance(part, str) for part in group):
-            raise ValueError(f"Each entry of `groups` must be a (name, regex) pair. Received: {group!r}")
+            raise ValueError(
+                f"Each entry of `groups` must be a (name, regex) pair. Received: {group!r}"
+            )
         re.compile(group[1])
         checked.append((group[0], group[1]))
-    if not checked or len({name for name, _ in checked}) != len(checked) or HEAD_GROUP in dict(checked):
+    if (
+        not checked
+        or len({name for name, _ in checked}) != len(checked)
+        or HEAD_GROUP in dict(checked)
+    ):
         raise ValueError(
             f"`groups` must be one or more uniquely named groups, none named {HEAD_GROUP!r}. "
             f"Received: groups={groups!r}"

@@ -129,7 +129,13 @@ def train_from_directory(
         test_split=test_split,
         seed=seed,
     )
-    model = build_classifier(spec, data.num_classes, input_shape=(*size, spec.channels), weights=weights, augmentation=augment)
+    model = build_classifier(
+        spec,
+        data.num_classes,
+        input_shape=(*size, spec.channels),
+        weights=weights,
+        augmentation=augment,
+    )
     result = fine_tune(
         model,
         data.train,
@@ -158,7 +164,9 @@ def train_from_directory(
         parity_data=held_out,
         overwrite=True,
     )
-    return TrainingRun(model, data, result, evaluation, exported, model_path, out_dir, time.perf_counter() - start)
+    return TrainingRun(
+        model, data, result, evaluation, exported, model_path, out_dir, time.perf_counter() - start
+    )
 
 
 def demo(out_dir="tltk_demo", *, head_epochs=30, epochs=10, verbose=1):
@@ -208,5 +216,7 @@ def _image_size(image_size, spec):
         image_size = (image_size, image_size)
     image_size = tuple(image_size)
     if len(image_size) != 2 or not all(isinstance(v, int) and v > 0 for v in image_size):
-        raise ValueError(f"`image_size` must be an int or (height, width). Received: image_size={image_size}")
+        raise ValueError(
+            f"`image_size` must be an int or (height, width). Received: image_size={image_size}"
+        )
     return image_size

@@ -1,8 +1,8 @@
 """Every `keras.applications` model of Keras 3.15, registered as a `BackboneSpec`.
 
 The table is data: family, preprocessing, sizes, feature width and layer groups. Group patterns
-name the layers Keras gives stable names to; auto-named layers (`conv2d_7`, `add_3`) join the group of
-the next named layer, so no pattern depends on Keras' global name counters.
+name the layers Keras gives stable names to; auto-named layers (`conv2d_7`, `add_3`) join the
+group of the next named layer, so no pattern depends on Keras' global name counters.
 """
 
 from __future__ import annotations
@@ -41,11 +41,20 @@ def _stages(prefix_fmt, stages, stem=None, top=None):
     return tuple(groups)
 
 
-_RESNET = _stages("^({})_", [(f"conv{i}", f"conv{i}") for i in range(2, 5)] + [("conv5", "conv5|post")], stem="^(conv1|pool1)_")
+_RESNET = _stages(
+    "^({})_",
+    [(f"conv{i}", f"conv{i}") for i in range(2, 5)] + [("conv5", "conv5|post")],
+    stem="^(conv1|pool1)_",
+)
 _VGG = tuple((f"block{i}", f"^block{i}_") for i in range(1, 6))
 _DENSENET = _stages(
     "^({})",
-    [("block1", "conv2_|pool2_"), ("block2", "conv3_|pool3_"), ("block3", "conv4_|pool4_"), ("block4", "conv5_|bn$|relu$")],
+    [
+        ("block1", "conv2_|pool2_"),
+        ("block2", "conv3_|pool3_"),
+        ("block3", "conv4_|pool4_"),
+        ("block4", "conv5_|bn$|relu$"),
+    ],
     stem="^(conv1|pool1)",
 )
 _XCEPTION = tuple(
@@ -53,7 +62,9 @@ _XCEPTION = tuple(
     + [(f"middle{i}", f"^block{i}_") for i in range(5, 13)]
     + [("exit", "^block1[34]_")]
 )
-_INCEPTION_V3 = tuple([("stem", "^mixed[0-2]$")] + [(f"mixed{i}", f"^mixed{i}$") for i in range(3, 11)])
+_INCEPTION_V3 = tuple(
+    [("stem", "^mixed[0-2]$")] + [(f"mixed{i}", f"^mixed{i}$") for i in range(3, 11)]
+)
 _INCEPTION_RESNET_V2 = (
     ("stem", "^mixed_5b$"),
     ("block35", "^block35_"),
@@ -90,9 +101,16 @@ def _mobilenet_v3(stages):
     return tuple(groups)
 
 
-_MOBILENET_V3_SMALL = _mobilenet_v3([("block1-2", "[12]"), ("block3-7", "[3-7]"), ("block8-10", "[89]|10")])
+_MOBILENET_V3_SMALL = _mobilenet_v3(
+    [("block1-2", "[12]"), ("block3-7", "[3-7]"), ("block8-10", "[89]|10")]
+)
 _MOBILENET_V3_LARGE = _mobilenet_v3(
-    [("block1-2", "[12]"), ("block3-5", "[3-5]"), ("block6-11", "[6-9]|1[01]"), ("block12-14", "1[2-4]")]
+    [
+        ("block1-2", "[12]"),
+        ("block3-5", "[3-5]"),
+        ("block6-11", "[6-9]|1[01]"),
+        ("block12-14", "1[2-4]"),
+    ]
 )
 _EFFICIENTNET = tuple(
     [("stem", "^(rescaling|normalization|stem_)")]
@@ -138,7 +156,15 @@ _TABLE = [
     ("VGG19", "vgg19", "vgg19", 224, 32, 512, _VGG),
     ("Xception", "xception", "xception", 299, 71, 2048, _XCEPTION),
     ("InceptionV3", "inception_v3", "inception_v3", 299, 75, 2048, _INCEPTION_V3),
-    ("InceptionResNetV2", "inception_resnet_v2", "inception_resnet_v2", 299, 75, 1536, _INCEPTION_RESNET_V2),
+    (
+        "InceptionResNetV2",
+        "inception_resnet_v2",
+        "inception_resnet_v2",
+        299,
+        75,
+        1536,
+        _INCEPTION_RESNET_V2,
+    ),
     ("MobileNet", "mobilenet", "mobilenet", 224, 32, 1024, _MOBILENET),
     ("MobileNetV2", "mobilenet_v2", "mobilenet_v2", 224, 32, 1280, _MOBILENET_V2),
     ("MobileNetV3Small", "mobilenet_v3_small", "mobilenet_v3", 224, 32, 576, _MOBILENET_V3_SMALL),
@@ -173,7 +199,9 @@ _TABLE = [
 
 def _construct(class_name, input_shape, weights):
     """Builds the headless Keras Applications model (`include_top=False`, no pooling)."""
-    return getattr(keras.applications, class_name)(include_top=False, weights=weights, input_shape=input_shape)
+    return getattr(keras.applications, class_name)(
+        include_top=False, weights=weights, input_shape=input_shape
+    )
 
 
 def preprocess_input_fn(family: str):

@@ -27,7 +27,7 @@ TEXT_FAMILY = "text_transformer"
 LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-# ImagePreprocessing mode -> the (scale, offset) a keras-hub ImageConverter applies to 0..255 pixels.
+# ImagePreprocessing mode -> the (scale, offset) a keras-hub ImageConverter applies to pixels.
 _MODES = {
     "unit": (np.full(3, 1 / 255), np.zeros(3)),
     "tf": (np.full(3, 1 / 127.5), np.full(3, -1.0)),
@@ -43,7 +43,7 @@ def import_keras_hub():
 
 
 def load_from_preset(loader, preset, **kwargs):
-    """`loader.from_preset(preset, **kwargs)`, with bounded network waits and errors naming the preset.
+    """`loader.from_preset(preset, **kwargs)`, with bounded network waits and errors naming it.
 
     Args:
         loader: class. A keras-hub class with `from_preset` (`keras_hub.models.Backbone`, ...).
@@ -62,7 +62,8 @@ def _guarded(preset, what, load):
     except Exception as error:  # keras-hub, kagglehub and urllib raise many kinds
         kind = "local folder" if os.path.isdir(preset) else "preset"
         raise ValueError(
-            f"Could not load keras-hub {kind} {preset!r} ({what}): {type(error).__name__}: {error}. "
+            f"Could not load keras-hub {kind} {preset!r} ({what}): {type(error).__name__}: "
+            f"{error}. "
             f"Expected a keras-hub preset (reachable from here or already in the Kaggle cache; "
             f"keras_hub {keras_hub.__version__}) or a local keras-hub / Hugging Face model folder."
         ) from error
@@ -72,7 +73,9 @@ def _shape_argument(preset):
     """The backbone class's name for its input shape argument: `image_shape` or `input_shape`."""
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
-    backbone_class = _guarded(preset, "backbone class", lambda p: get_preset_loader(p).check_backbone_class())
+    backbone_class = _guarded(
+        preset, "backbone class", lambda p: get_preset_loader(p).check_backbone_class()
+    )
     parameters = inspect.signature(backbone_class.__init__).parameters
     return "input_shape" if "input_shape" in parameters else "image_shape"
 
@@ -80,13 +83,16 @@ def _shape_argument(preset):
 def check_preset(preset):
     """Returns `preset` (a folder expanded) if it names a keras-hub preset, a handle or a folder."""
     if not isinstance(preset, str) or not preset.strip():
-        raise ValueError(f"`preset` must be a keras-hub preset name or a folder. Received: preset={preset!r}")
+        raise ValueError(
+            f"`preset` must be a keras-hub preset name or a folder. Received: preset={preset!r}"
+        )
     preset = preset[len(PREFIX) :] if preset.startswith(PREFIX) else preset
     folder = os.path.expanduser(preset)
     if os.path.isdir(folder):
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise ValueError(
-                f"Folder {preset!r} is not a keras-hub preset or Hugging Face model folder (no config.json)."
+                f"Folder {preset!r} is not a keras-hub preset or Hugging Face model folder (no "
+                "config.json)."
             )
         return folder
     if "://" in preset:
@@ -132,23 +138,29 @@ def converter_mode(preset):
     scale = np.broadcast_to(np.asarray(1.0 if scale is None else scale, "float64"), (3,))
     offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, "float64"), (3,))
     for mode, (mode_scale, mode_offset) in _MODES.items():
-        if np.allclose(scale, mode_scale, rtol=1e-3) and np.allclose(offset, mode_offset, atol=1e-3):
+        if np.allclose(scale, mode_scale, rtol=1e-3) and np.allclose(
+            offset, mode_offset, atol=1e-3
+        ):
             return mode
     raise ValueError(
         f"keras-hub preset {preset!r} normalises pixels with scale={scale.tolist()}, "
-        f"offset={offset.tolist()}: no tltk ImagePreprocessing mode ({sorted(_MODES)}, 'none') does that."
+        f"offset={offset.tolist()}: no tltk ImagePreprocessing mode ({sorted(_MODES)}, 'none') "
+        "does that."
     )
 
 
 def _construct_image(preset, name, mode, input_shape, weights):
     """Builds the keras-hub image backbone of `preset`, named `name`, taking `input_shape`."""
     if tuple(input_shape) == ():
-        raise ValueError(f"Backbone {name!r} is an image backbone; build it with tltk.build_classifier.")
+        raise ValueError(
+            f"Backbone {name!r} is an image backbone; build it with tltk.build_classifier."
+        )
     keras_hub = import_keras_hub()
     if weights is not None and mode is not None and converter_mode(preset) != mode:
         raise ValueError(
             f"The registry entry {name!r} expects {mode!r} preprocessing but keras-hub preset "
-            f"{preset!r} normalises with {converter_mode(preset)!r}; use 'keras_hub:{preset}' instead."
+            f"{preset!r} normalises with {converter_mode(preset)!r}; use 'keras_hub:{preset}' "
+            "instead."
         )
     backbone = load_from_preset(
         keras_hub.models.Backbone,
@@ -159,10 +171,10 @@ def _construct_image(preset, name, mode, input_shape, weights):
     if len(backbone.output.shape) == 3:  # token features (ViT): keep the class token
         inputs = keras.Input(tuple(input_shape), name="images")
         return keras.Model(inputs, ClassToken(name="class_token")(backbone(inputs)), name=name)
-    if (
-        type(backbone).__name__ in _PLAIN_LAYERS
-    ):  # rebuilt as a plain functional model, each layer's trainable flag
-        return keras.Model(backbone.input, backbone.output, name=name)  # survives a .keras round trip
+    if type(backbone).__name__ in _PLAIN_LAYERS:
+        # Rebuilt as a plain functional model: each layer's trainable flag survives a .keras
+        # round trip.
+        return keras.Model(backbone.input, backbone.output, name=name)
     backbone.name = name
     return backbone
 
@@ -193,7 +205,7 @@ def image_spec(preset):
 
 
 def resolve_dynamic(name):
-    """Registers and returns the spec of `"keras_hub:<preset-or-folder>"`, a preset not in the table."""
+    """Registers and returns the spec of `"keras_hub:<preset-or-folder>"`, a preset not listed."""
     return register_backbone(image_spec(name[len(PREFIX) :]), overwrite=True)
 
 
@@ -328,20 +340,28 @@ def load_text_encoder(preset, *, sequence_length=128, lora_rank=None):
             handle, or a local keras-hub preset or Hugging Face model folder.
         sequence_length: int. Tokens per text. Defaults to `128`.
         lora_rank: int or None. Enable LoRA of this rank on the attention query/value layers;
-            the LoRA weights are trainable and every other encoder weight frozen. Defaults to `None`.
+            the LoRA weights are trainable and every other encoder weight frozen. Defaults to
+            `None`.
 
     Returns:
         A tuple `(TextPreprocessing, keras.Model)`.
     """
     keras_hub = import_keras_hub()
-    if not isinstance(sequence_length, int) or isinstance(sequence_length, bool) or sequence_length < 2:
+    if (
+        not isinstance(sequence_length, int)
+        or isinstance(sequence_length, bool)
+        or sequence_length < 2
+    ):
         raise ValueError(
-            f"`sequence_length` must be an integer >= 2. Received: sequence_length={sequence_length!r}"
+            "`sequence_length` must be an integer >= 2. Received: "
+            f"sequence_length={sequence_length!r}"
         )
     if lora_rank is not None and (
         not isinstance(lora_rank, int) or isinstance(lora_rank, bool) or lora_rank < 1
     ):
-        raise ValueError(f"`lora_rank` must be a positive integer or None. Received: lora_rank={lora_rank!r}")
+        raise ValueError(
+            f"`lora_rank` must be a positive integer or None. Received: lora_rank={lora_rank!r}"
+        )
     folder = check_preset(preset)
     preprocessor = load_from_preset(
         keras_hub.models.TextClassifierPreprocessor, folder, sequence_length=sequence_length
@@ -352,7 +372,8 @@ def load_text_encoder(preset, *, sequence_length=128, lora_rank=None):
         backbone.enable_lora(lora_rank)
         if not any(getattr(layer, "lora_enabled", False) for layer in backbone._flatten_layers()):
             raise ValueError(
-                f"keras-hub preset {preset!r} has no layers named {backbone.default_lora_layer_names()} "
+                f"keras-hub preset {preset!r} has no layers named "
+                f"{backbone.default_lora_layer_names()} "
                 f"to put LoRA on. Received: lora_rank={lora_rank}"
             )
     output = backbone.output
@@ -379,12 +400,16 @@ def text_groups(encoder):
         A tuple of `(group_name, regex)` pairs, stem to top; one `"backbone"` group when the
         encoder has no layers named `transformer_layer_<n>`.
     """
-    names = [layer.name for layer in encoder.layers if not isinstance(layer, keras.layers.InputLayer)]
+    names = [
+        layer.name for layer in encoder.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
     blocks = [n for n in names if re.fullmatch(r"transformer_layer_\d+", n)]
     if not blocks:
         return (("backbone", ".*"),)
     first, last = names.index(blocks[0]), names.index(blocks[-1])
-    parts = [("embeddings", names[:first])] + [(n, [n]) for n in blocks] + [("top", names[last + 1 :])]
+    parts = (
+        [("embeddings", names[:first])] + [(n, [n]) for n in blocks] + [("top", names[last + 1 :])]
+    )
     return tuple(
         (group, "^(" + "|".join(re.escape(n) for n in members) + ")$")
         for group, members in parts

@@ -31,11 +31,12 @@ class BackboneSpec:
         source: str. Where it comes from: one of `"keras_applications"`, `"tfhub"`,
             `"keras_hub"`, `"tltk"`.
         constructor: callable. `constructor(input_shape, weights)` returns a `keras.Model` (or a
-            Keras layer) mapping preprocessed images to a feature map or feature vector. `weights` is
-            one of `weights` below or `None`.
+            Keras layer) mapping preprocessed images to a feature map or feature vector.
+            `weights` is one of `weights` below or `None`.
         preprocessing: str. In-graph preprocessing applied to raw 0..255 pixels before the backbone:
-            `"caffe"` (RGB->BGR, ImageNet mean subtracted), `"tf"` (to [-1, 1]), `"torch"` (to [0, 1],
-            then ImageNet mean/std), `"unit"` (to [0, 1]) or `"none"` (the backbone does its own).
+            `"caffe"` (RGB->BGR, ImageNet mean subtracted), `"tf"` (to [-1, 1]), `"torch"` (to
+            [0, 1], then ImageNet mean/std), `"unit"` (to [0, 1]) or `"none"` (the backbone does
+            its own).
         default_input_size: tuple. `(height, width)` the weights were trained at.
         min_input_size: tuple. Smallest `(height, width)` the architecture accepts.
         feature_dim: int. Width of the pooled feature vector.
@@ -81,7 +82,8 @@ class BackboneSpec:
     def __post_init__(self):
         if not re.fullmatch(r"[a-z0-9_:./\-]+", self.name):
             raise ValueError(
-                "`name` must be lower-case letters, digits and `_:./-`. " f"Received: name={self.name!r}"
+                "`name` must be lower-case letters, digits and `_:./-`. "
+                f"Received: name={self.name!r}"
             )
         if self.source not in SOURCES:
             raise ValueError(f"`source` must be one of {SOURCES}. Received: source={self.source!r}")
@@ -91,11 +93,14 @@ class BackboneSpec:
                 f"Received: preprocessing={self.preprocessing!r}"
             )
         if not self.groups:
-            raise ValueError(f"Backbone {self.name!r} needs at least one layer group. Received: groups=()")
+            raise ValueError(
+                f"Backbone {self.name!r} needs at least one layer group. Received: groups=()"
+            )
         for group in self.groups:
             if len(group) != 2:
                 raise ValueError(
-                    "Each entry of `groups` must be a (group_name, regex) pair. " f"Received: {group!r}"
+                    "Each entry of `groups` must be a (group_name, regex) pair. "
+                    f"Received: {group!r}"
                 )
             re.compile(group[1])
 
@@ -120,7 +125,8 @@ def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> Backbon
         raise ValueError(f"`spec` must be a tltk.BackboneSpec. Received: {type(spec).__name__}")
     if spec.name in _REGISTRY and not overwrite:
         raise ValueError(
-            f"A backbone named {spec.name!r} is already registered; pass overwrite=True to replace it."
+            f"A backbone named {spec.name!r} is already registered; pass overwrite=True to "
+            "replace it."
         )
     _REGISTRY[spec.name] = spec
     for alias in spec.aliases:
@@ -150,7 +156,10 @@ def get_backbone(name: str) -> BackboneSpec:
     key = _ALIASES.get(_normalise(name))
     if key is not None:
         return _REGISTRY[key]
-    for prefix, module in (("hub:", "tltk.backbones.hub"), ("keras_hub:", "tltk.backbones.keras_hub")):
+    for prefix, module in (
+        ("hub:", "tltk.backbones.hub"),
+        ("keras_hub:", "tltk.backbones.keras_hub"),
+    ):
         if name.startswith(prefix):  # any TF Hub handle or keras-hub preset, resolved on demand
             return importlib.import_module(module).resolve_dynamic(name)
     close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=5, cutoff=0.5)

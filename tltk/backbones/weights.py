@@ -1,4 +1,4 @@
-"""Loading backbone weights: Keras' download path, or a local file matched by layer name and shape."""
+"""Loading backbone weights: Keras' download path, or a local file matched by layer name, shape."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class WeightsReport:
 
     def __str__(self):
         return (
-            f"Loaded {len(self.matched)} of {len(self.matched) + len(self.unmatched)} backbone layers "
+            f"Loaded {len(self.matched)} of {len(self.matched) + len(self.unmatched)} backbone "
+            "layers "
             f"with weights from {self.path}"
         )
 
@@ -41,12 +42,16 @@ def construct_with_weights(spec, input_shape, weights):
         return spec.constructor(input_shape, weights)
     except Exception as error:  # Keras raises a bare Exception("URL fetch failure ...")
         text = str(error)
-        if weights in spec.weights and ("URL fetch failure" in text or isinstance(error, urllib.error.URLError)):
+        if weights in spec.weights and (
+            "URL fetch failure" in text or isinstance(error, urllib.error.URLError)
+        ):
             raise ConnectionError(
-                f"Could not download the {weights!r} weights of backbone {spec.name!r} ({text.strip()}). "
+                f"Could not download the {weights!r} weights of backbone {spec.name!r} "
+                f"({text.strip()}). "
                 "Check the network connection, or pass a local file instead: "
                 f"build_classifier({spec.name!r}, ..., weights='/path/to/{spec.name}.weights.h5') "
-                "or the path of a saved .keras model that contains this backbone. Keras also reuses a file "
+                "or the path of a saved .keras model that contains this backbone. Keras also "
+                "reuses a file "
                 "already in ~/.keras/models/ (copy it there from a machine that can download it)."
             ) from error
         raise
@@ -55,10 +60,13 @@ def construct_with_weights(spec, input_shape, weights):
 def check_weights_path(weights):
     """Raises a clear `ValueError` when a weights path does not exist or has an unknown suffix."""
     if not os.path.exists(weights):
-        raise ValueError(f"`weights` file not found: {weights!r}. Pass an existing file, 'imagenet' or None.")
+        raise ValueError(
+            f"`weights` file not found: {weights!r}. Pass an existing file, 'imagenet' or None."
+        )
     if not (weights.endswith(".weights.h5") or weights.endswith(WHOLE_MODEL_SUFFIXES)):
         raise ValueError(
-            "`weights` must be a registered weights name, None, a `.weights.h5` file of the backbone, "
+            "`weights` must be a registered weights name, None, a `.weights.h5` file of the "
+            "backbone, "
             f"or a whole model saved as `.keras` or `.h5`. Received: weights={weights!r}"
         )
 
@@ -84,8 +92,10 @@ def load_weights_file(backbone: keras.Model, path: str) -> WeightsReport:
             backbone.load_weights(path)
         except Exception as error:
             raise ValueError(
-                f"Could not load {path!r} into backbone {backbone.name!r}: {error}. A `.weights.h5` file "
-                "must come from the same backbone's `save_weights`; for another model's file, pass its "
+                f"Could not load {path!r} into backbone {backbone.name!r}: {error}. A "
+                "`.weights.h5` file "
+                "must come from the same backbone's `save_weights`; for another model's file, "
+                "pass its "
                 "whole `.keras` model to match layers by name."
             ) from error
         return WeightsReport(path, tuple(with_weights), ())
@@ -100,7 +110,9 @@ def load_weights_file(backbone: keras.Model, path: str) -> WeightsReport:
         if not layer.weights:
             continue
         donor = donors.get(layer.name)
-        if donor is not None and [w.shape for w in donor.weights] == [w.shape for w in layer.weights]:
+        if donor is not None and [w.shape for w in donor.weights] == [
+            w.shape for w in layer.weights
+        ]:
             layer.set_weights(donor.get_weights())
             matched.append(layer.name)
         else:

@@ -96,8 +96,9 @@ def jpeg_ratio(height, width, orientation, image_size):
     return next((ratio for ratio in _JPEG_RATIOS if room >= ratio), 1)
 
 
-def decode_file(path, image_size, crop_to_aspect_ratio=False, *, orientation=1, jpeg_ratio=None,
-                antialias=None):
+def decode_file(
+    path, image_size, crop_to_aspect_ratio=False, *, orientation=1, jpeg_ratio=None, antialias=None
+):
     """Reads, decodes, orients and resizes a JPEG or an 8-bit RGB/grayscale PNG, in graph mode.
 
     Args:
@@ -153,8 +154,9 @@ def _decode_contents(contents, jpeg_ratio):
 
 def _center_crop(image, target_height, target_width):
     shape = tf.shape(image)
-    height, width = _crop_size(shape[-3], shape[-2], target_height, target_width, tf.minimum,
-                               tf.maximum)
+    height, width = _crop_size(
+        shape[-3], shape[-2], target_height, target_width, tf.minimum, tf.maximum
+    )
     top = (shape[-3] - height) // 2
     left = (shape[-2] - width) // 2
     return image[..., top : top + height, left : left + width, :]
@@ -233,6 +235,7 @@ def resize_all(dataset, image_size, crop_to_aspect_ratio=False):
         A tuple: a `(n, height, width, 3)` uint8 tensor in host memory, and the `extra` values
         stacked in a numpy array.
     """
+
     def convert(image, extra):
         return resize(to_rgb(image), image_size, crop_to_aspect_ratio), extra
 

@@ -140,7 +140,10 @@ def from_directory(
     )
     pipeline.logger.info(
         "Found %d usable images in %d classes under %s; skipped %d.",
-        len(files), len(class_names), root, len(skipped),
+        len(files),
+        len(class_names),
+        root,
+        len(skipped),
     )
     return data
 

@@ -72,8 +72,10 @@ class ImageData:
         for name in self.class_names:
             counts = "  ".join(f"{self.class_counts[s].get(name, 0):>10}" for s in splits)
             lines.append(f"{name:<{width}}  {counts}")
-        lines.append(f"{self.num_classes} classes, image_size={self.image_size}, "
-                     f"label_mode={self.label_mode!r}, {len(self.skipped)} files skipped")
+        lines.append(
+            f"{self.num_classes} classes, image_size={self.image_size}, "
+            f"label_mode={self.label_mode!r}, {len(self.skipped)} files skipped"
+        )
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:10]]
         if len(self.skipped) > 10:
             lines.append(f"  ... and {len(self.skipped) - 10} more (see `.skipped`)")
@@ -81,8 +83,11 @@ class ImageData:
 
     def __repr__(self):
         sizes = {split: len(sources) for split, sources in self.sources.items()}
-        return (f"ImageData(num_classes={self.num_classes}, image_size={self.image_size}, "
-                f"label_mode={self.label_mode!r}, examples={sizes}, skipped={len(self.skipped)})")
+        return (
+            f"ImageData(num_classes={self.num_classes}, image_size={self.image_size}, "
+            f"label_mode={self.label_mode!r}, examples={sizes}, skipped={len(self.skipped)})"
+        )
+
 
 def class_weights(data):
     """Per-class loss weights that balance an imbalanced training split, for `fit(class_weight=)`.

@@ -260,8 +260,12 @@ def _decode_with_tf(paths, headers, indexes, store, image_size, crop_to_aspect_r
         def decode_one(path, index, plan=plan):
             orientation, jpeg_ratio, antialias = plan
             pixels = decode.decode_file(
-                path, image_size, crop_to_aspect_ratio,
-                orientation=orientation, jpeg_ratio=jpeg_ratio, antialias=antialias,
+                path,
+                image_size,
+                crop_to_aspect_ratio,
+                orientation=orientation,
+                jpeg_ratio=jpeg_ratio,
+                antialias=antialias,
             )
             return index, pixels
 
@@ -309,8 +313,11 @@ def _decode_with_pil(path, orientation, image_size, crop_to_aspect_ratio):
     try:
         return resize_one(pixels, orientation).numpy()
     except tf.errors.OpError as error:  # e.g. too large to resize in memory
-        raise ImageFileError(path, f"cannot resize a {pixels.shape[1]}x{pixels.shape[0]} image "
-                             f"to {image_size[1]}x{image_size[0]} ({error.message})") from None
+        raise ImageFileError(
+            path,
+            f"cannot resize a {pixels.shape[1]}x{pixels.shape[0]} image "
+            f"to {image_size[1]}x{image_size[0]} ({error.message})",
+        ) from None
 
 
 def _file_error(path, error):
@@ -333,9 +340,7 @@ def _file_error(path, error):
 # traces static plans instead, with the same operations.
 @functools.lru_cache(maxsize=16)
 def _file_decoder(image_size, crop_to_aspect_ratio):
-    @tf.function(
-        input_signature=[tf.TensorSpec([], tf.string)] + [tf.TensorSpec([], tf.int32)] * 2
-    )
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)] + [tf.TensorSpec([], tf.int32)] * 2)
     def decode_one(path, orientation, method):
         return decode.decode_file_dynamic(
             path, orientation, method, image_size, crop_to_aspect_ratio

@@ -54,8 +54,9 @@ def mix_batches(data, method="mixup", *, num_classes=None, alpha=None, seed=None
         )
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
-                              or alpha <= 0):
+    if alpha is not None and (
+        isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0
+    ):
         raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
     label_spec = dataset.element_spec[1]
     if label_spec.dtype.is_integer and label_spec.shape.rank == 1 and not num_classes:

@@ -95,7 +95,8 @@ def stratified_split(keys, groups, *, validation_split, test_split, seed):
     shares = {"train": 1.0, "validation": validation_split, "test": test_split}
     return {
         split: np.sort(np.concatenate(idx or [np.zeros(0, np.int64)])).astype(np.int64)
-        if shares[split] > 0 else None
+        if shares[split] > 0
+        else None
         for split, idx in parts.items()
     }
 
@@ -117,8 +118,20 @@ def check_memory(count, image_size, where):
         )
 
 
-def assemble(images, labels, *, class_names, label_mode, splits, sources, batch_size, seed,
-             image_size, skipped, rows=None):
+def assemble(
+    images,
+    labels,
+    *,
+    class_names,
+    label_mode,
+    splits,
+    sources,
+    batch_size,
+    seed,
+    image_size,
+    skipped,
+    rows=None,
+):
     """Builds the `ImageData` from decoded images, their labels, and the split indexes.
 
     Args:

@@ -101,8 +101,10 @@ def from_tfds(
     train = parts["train"]
     labels.check_counts(encoded[train], class_names, multi_label, f"{name} {names['train']}")
 
-    carve = {role: 0.0 if names[role] else share
-             for role, share in (("validation", validation_split), ("test", test_split))}
+    carve = {
+        role: 0.0 if names[role] else share
+        for role, share in (("validation", validation_split), ("test", test_split))
+    }
     carved = pipeline.stratified_split(
         [str(i) for i in range(len(train))],
         labels.strata(encoded[train], multi_label),
@@ -167,13 +169,18 @@ def _split_names(split, available):
                 f"{available}. Received: split=None"
             )
         validation = next((s for s in _VALIDATION_NAMES if s in available), None)
-        return {"train": "train", "validation": validation,
-                "test": "test" if "test" in available else None}
+        return {
+            "train": "train",
+            "validation": validation,
+            "test": "test" if "test" in available else None,
+        }
     if isinstance(split, str):
         split = (split,)
     split = tuple(split)
-    if not 1 <= len(split) <= 3 or not split[0] or not all(
-        s is None or isinstance(s, str) for s in split
+    if (
+        not 1 <= len(split) <= 3
+        or not split[0]
+        or not all(s is None or isinstance(s, str) for s in split)
     ):
         raise ValueError(
             "`split` must be None, a split name, or a (train, validation, test) tuple whose "
