@@ -27,7 +27,9 @@ def main():
     completed = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if completed.returncode != 0:
-        sys.exit(f"tltk demo failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
+        sys.exit(
+            f"tltk demo failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}"
+        )
     report = json.loads((out / "run" / "report" / "report.json").read_text())
     record = json.loads((out / "run" / "export" / "export.json").read_text())
     result = {
@@ -40,7 +42,10 @@ def main():
         "machine": platform.platform(),
     }
     print(completed.stdout[-3000:])
-    print(f"tltk demo: {seconds:.0f} s, held-out accuracy {report['accuracy']:.4f} on {report['num_examples']} images")
+    print(
+        f"tltk demo: {seconds:.0f} s, held-out accuracy {report['accuracy']:.4f} "
+        f"on {report['num_examples']} images"
+    )
     write_record(ROOT / "bench" / "results" / "demo.json", result)
 
 

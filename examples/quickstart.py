@@ -17,16 +17,26 @@ def main(out, head_epochs, epochs):
 
     # 1. Data: any folder of class folders; bad files are skipped and reported.
     folder = tltk.datasets.digits(out / "digits")
-    data = tltk.data.from_directory(folder, image_size=(32, 32), validation_split=0.15, test_split=0.15)
-    print(f"{data.num_classes} classes, counts {data.class_counts}, skipped {len(data.skipped)} files")
+    data = tltk.data.from_directory(
+        folder, image_size=(32, 32), validation_split=0.15, test_split=0.15
+    )
+    print(
+        f"{data.num_classes} classes, counts {data.class_counts}, skipped {len(data.skipped)} files"
+    )
 
-    # 2. A classifier on a pretrained backbone: raw pixels in, preprocessing inside, backbone frozen.
-    model = tltk.build_classifier("tltk_glyphnet", data.num_classes, input_shape=(32, 32, 3), weights="tltk")
+    # 2. A classifier on a pretrained backbone: raw pixels in, preprocessing inside,
+    #    backbone frozen.
+    model = tltk.build_classifier(
+        "tltk_glyphnet", data.num_classes, input_shape=(32, 32, 3), weights="tltk"
+    )
     for group in tltk.layer_groups(model):
         print(group)
 
-    # 3. Staged fine-tuning: head first (on cached features), then the top groups, lower rates below.
-    result = tltk.fine_tune(model, data.train, data.validation, head_epochs=head_epochs, epochs=epochs, verbose=2)
+    # 3. Staged fine-tuning: head first (on cached features), then the top groups,
+    #    lower rates below.
+    result = tltk.fine_tune(
+        model, data.train, data.validation, head_epochs=head_epochs, epochs=epochs, verbose=2
+    )
     print(f"best {result.monitor} {result.best_metric:.4f} from stage {result.best_stage}")
 
     # 4. Evaluate on the held-out test split: report.json, confusion matrix, mistakes, curves.
@@ -55,7 +65,9 @@ def main(out, head_epochs, epochs):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="quickstart_run")
     parser.add_argument("--head-epochs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)

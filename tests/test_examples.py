@@ -25,7 +25,8 @@ def test_colab_notebook_runs_offline_on_the_demo_backbone(tmp_path):
     digits = tltk.datasets.digits(tmp_path / "digits")
     parameters = (
         f'DATASET = None\nDATA_DIR = r"{digits}"\nBACKBONE = "tltk_glyphnet"\nWEIGHTS = "tltk"\n'
-        f'IMAGE_SIZE = 32\nBATCH_SIZE = 32\nHEAD_EPOCHS = 2\nEPOCHS = 2\nOUT = r"{tmp_path / "run"}"\n'
+        "IMAGE_SIZE = 32\nBATCH_SIZE = 32\nHEAD_EPOCHS = 2\nEPOCHS = 2\n"
+        f'OUT = r"{tmp_path / "run"}"\n'
     )
     cells = []
     for cell, cell_tags in zip(notebook.cells, tags):
@@ -35,18 +36,34 @@ def test_colab_notebook_runs_offline_on_the_demo_backbone(tmp_path):
             cell.source = parameters
         cells.append(cell)
     notebook.cells = cells
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    text = "\n".join(
+        o.get("text", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
     assert "int8 file says:" in text
     assert "Not on Colab; the file is at" in text
     assert (tmp_path / "run" / "export" / "model_int8.tflite").exists()
     assert (tmp_path / "run" / "report" / "confusion_matrix.png").exists()
-    images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    images = [
+        o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
     assert len(images) == 3
 
 
 def test_text_classification_example_learns_topics(tmp_path):
-    example = runpy.run_path(str(ROOT / "examples" / "text_classification.py"), run_name="text_example")
+    example = runpy.run_path(
+        str(ROOT / "examples" / "text_classification.py"), run_name="text_example"
+    )
     accuracy = example["main"](tmp_path / "run", epochs=3, lora_rank=4)
-    assert accuracy > 0.35  # six topics: chance is 1/6; 3 LoRA epochs (the bench trains 12 to 95.6%)
+    assert (
+        accuracy > 0.35
+    )  # six topics: chance is 1/6; 3 LoRA epochs (the bench trains 12 to 95.6%)
     assert (tmp_path / "run" / "export" / "saved_model").is_dir()

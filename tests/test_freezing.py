@@ -22,19 +22,35 @@ def _train_step(model):
 
 
 def _snapshot(layers):
-    return {f"{l.name}/{i}": np.array(w.numpy()) for l in layers for i, w in enumerate(l.weights)}
+    return {
+        f"{layer.name}/{i}": np.array(w.numpy())
+        for layer in layers
+        for i, w in enumerate(layer.weights)
+    }
 
 
 @pytest.mark.parametrize("train_bn", [False, True])
 def test_unfrozen_group_trains_and_batchnorm_follows_policy(train_bn):
-    model = tltk.build_classifier(TINY_BN_CNN.name, 3, input_shape=SHAPE, weights=None, train_bn=train_bn)
+    model = tltk.build_classifier(
+        TINY_BN_CNN.name, 3, input_shape=SHAPE, weights=None, train_bn=train_bn
+    )
     tltk.unfreeze(model, groups=["top"])
     groups = {g.name: g for g in tltk.layer_groups(model)}
-    top_bn = [l for l in groups["top"].layers if isinstance(l, keras.layers.BatchNormalization)]
-    top_conv = [l for l in groups["top"].layers if isinstance(l, keras.layers.Conv2D)]
-    frozen = [l for name, g in groups.items() if name not in ("top", "head") for l in g.layers]
+    top_bn = [
+        layer
+        for layer in groups["top"].layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    top_conv = [layer for layer in groups["top"].layers if isinstance(layer, keras.layers.Conv2D)]
+    frozen = [
+        layer for name, g in groups.items() if name not in ("top", "head") for layer in g.layers
+    ]
     assert top_bn and top_conv
-    before_bn, before_conv, before_frozen = _snapshot(top_bn), _snapshot(top_conv), _snapshot(frozen)
+    before_bn, before_conv, before_frozen = (
+        _snapshot(top_bn),
+        _snapshot(top_conv),
+        _snapshot(frozen),
+    )
 
     _train_step(model)
 
@@ -42,16 +58,28 @@ def test_unfrozen_group_trains_and_batchnorm_follows_policy(train_bn):
     assert all(not np.array_equal(before_conv[k], v) for k, v in _snapshot(top_conv).items())
     for key, value in _snapshot(frozen).items():
         np.testing.assert_array_equal(before_frozen[key], value, err_msg=key)
-    stats = [k for k in after_bn if k.endswith("/2") or k.endswith("/3")]  # moving mean, moving variance
+    stats = [
+        k for k in after_bn if k.endswith("/2") or k.endswith("/3")
+    ]  # moving mean, moving variance
     changed = [not np.array_equal(before_bn[k], after_bn[k]) for k in stats]
     assert all(changed) if train_bn else not any(changed)
-    assert all(l.trainable == train_bn for l in top_bn)
+    assert all(layer.trainable == train_bn for layer in top_bn)
 
 
 def test_freeze_and_unfreeze_by_count_name_and_all():
     model = tltk.build_classifier("mobilenet_v2", 3, input_shape=SHAPE, weights=None)
     names = [g.name for g in tltk.layer_groups(model)]
-    assert names == ["stem", "block_1-2", "block_3-5", "block_6-9", "block_10-12", "block_13-15", "block_16", "top", "head"]
+    assert names == [
+        "stem",
+        "block_1-2",
+        "block_3-5",
+        "block_6-9",
+        "block_10-12",
+        "block_13-15",
+        "block_16",
+        "top",
+        "head",
+    ]
     trainable = lambda: [g.name for g in tltk.layer_groups(model) if g.trainable]  # noqa: E731
     assert trainable() == ["head"]
     tltk.unfreeze(model, groups=2)
@@ -78,7 +106,9 @@ def test_unfreeze_rejects_bad_groups(groups, message):
     model = tltk.build_classifier("mobilenet_v2", 3, input_shape=SHAPE, weights=None)
     with pytest.raises(ValueError, match=message):
         tltk.unfreeze(model, groups=groups)
-    assert [g.name for g in tltk.layer_groups(model) if g.trainable] == ["head"]  # nothing half-done
+    assert [g.name for g in tltk.layer_groups(model) if g.trainable] == [
+        "head"
+    ]  # nothing half-done
     tltk.unfreeze(model, groups=8)
     assert all(g.trainable for g in tltk.layer_groups(model))
     with pytest.raises(ValueError, match="train_bn"):

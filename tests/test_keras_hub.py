@@ -1,4 +1,5 @@
-"""keras-hub image presets as tltk backbones, offline: tiny presets saved by the tests themselves."""
+"""keras-hub image presets as tltk backbones, offline: tiny presets saved by the tests
+themselves."""
 
 import socket
 import time
@@ -37,7 +38,9 @@ def _tiny_vit():
 
 
 def _no_network(*args, **kwargs):
-    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known (network disabled by the test)")
+    raise socket.gaierror(
+        socket.EAI_NONAME, "Name or service not known (network disabled by the test)"
+    )
 
 
 def _preset(folder, backbone, converter):
@@ -64,10 +67,14 @@ def presets(tmp_path_factory):
 
 
 def test_local_image_preset_builds_trains_reloads_and_exports(presets, tmp_path):
-    model = tltk.build_classifier("keras_hub:" + presets["resnet"], 3, input_shape=(32, 32, 3), dropout=0.0)
+    model = tltk.build_classifier(
+        "keras_hub:" + presets["resnet"], 3, input_shape=(32, 32, 3), dropout=0.0
+    )
     name = "keras_hub_" + kh.slug(presets["resnet"])
     assert model.get_layer(name).name == name and tltk.get_backbone(name).source == "keras_hub"
-    assert model.get_layer("preprocessing").mode == "torch"  # read from the preset's image converter
+    assert (
+        model.get_layer("preprocessing").mode == "torch"
+    )  # read from the preset's image converter
     assert [g.name for g in tltk.layer_groups(model)] == ["backbone", "head"]
     assert tltk.layer_groups(model)[0].trainable_params == 0
 
@@ -83,8 +90,14 @@ def test_local_image_preset_builds_trains_reloads_and_exports(presets, tmp_path)
     np.testing.assert_allclose(
         reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
     )
-    norms = [layer for layer in reloaded.get_layer(name).layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and not any(layer.trainable for layer in norms)  # the BatchNorm policy survives the round trip
+    norms = [
+        layer
+        for layer in reloaded.get_layer(name).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert norms and not any(
+        layer.trainable for layer in norms
+    )  # the BatchNorm policy survives the round trip
     report = export(model, tmp_path / "export", labels=["a", "b", "c"])
     assert report.passed and report.file("tflite").parity.max_abs_diff <= 1e-5
 
@@ -92,7 +105,9 @@ def test_local_image_preset_builds_trains_reloads_and_exports(presets, tmp_path)
 def test_vit_preset_gives_class_token_features(presets, tmp_path):
     model = tltk.build_classifier("keras_hub:" + presets["vit"], 2, input_shape=(32, 32, 3))
     backbone = model.get_layer("keras_hub_" + kh.slug(presets["vit"]))
-    assert backbone.output.shape == (None, 8) and isinstance(backbone.get_layer("class_token"), kh.ClassToken)
+    assert backbone.output.shape == (None, 8) and isinstance(
+        backbone.get_layer("class_token"), kh.ClassToken
+    )
     assert model.get_layer("preprocessing").mode == "tf"
     x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     model.save(tmp_path / "vit.keras")
@@ -121,7 +136,9 @@ def test_table_groups_match_keras_hub_layer_names(family, backbone):
     assert assigned[first_with_weights] == groups[0][0]
     for group, _ in groups:
         members = [layer for layer, g in zip(layers, assigned) if g == group]
-        assert members and any(layer.weights for layer in members), f"group {group} of {family} is empty"
+        assert members and any(layer.weights for layer in members), (
+            f"group {group} of {family} is empty"
+        )
 
 
 def test_table_entries_name_real_presets():
@@ -152,7 +169,9 @@ def test_table_entries_name_real_presets():
     ],
 )
 def test_converter_mode(tmp_path, scale, offset, mode):
-    converter = keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=scale, offset=offset)
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=(32, 32), scale=scale, offset=offset
+    )
     assert kh.converter_mode(_preset(tmp_path, _tiny_resnet(), converter)) == mode
 
 

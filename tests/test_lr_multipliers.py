@@ -85,7 +85,7 @@ def test_group_names_reach_the_right_variables_in_fit():
     )
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
 
-    groups = {l.name: g.name for g in tltk.layer_groups(model) for l in g.layers}
+    groups = {layer.name: g.name for g in tltk.layer_groups(model) for layer in g.layers}
     for v in variables:
         m = multipliers[groups[v.path.split("/")[0]]]
         expected = before[v.path] - lr * m * grads[v.path].numpy()

@@ -1,4 +1,5 @@
-"""build_text_classifier on keras-hub encoders: a tiny BERT preset made here, and real MiniLM weights."""
+"""build_text_classifier on keras-hub encoders: a tiny BERT preset made here, and real MiniLM
+weights."""
 
 import json
 import math
@@ -110,7 +111,9 @@ def test_layers_groups_and_frozen_encoder(tiny_bert):
 def test_train_save_reload_and_export(tiny_bert, tmp_path):
     model = build_text_classifier(tiny_bert, 2, sequence_length=16, dropout=0.0)
     tltk.unfreeze(model, "all")
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(_dataset(TRAIN), epochs=12, verbose=0)
     assert history.history["accuracy"][-1] >= 0.85  # two classes: chance is 0.5
     assert history.history["loss"][-1] < history.history["loss"][0] / 3
@@ -134,14 +137,18 @@ def test_train_save_reload_and_export(tiny_bert, tmp_path):
         import sys; sys.path.insert(0, {REPO!r})
         import keras, numpy as np, tensorflow as tf, tensorflow_text, tltk, tltk.text
         texts = {texts!r}
+        expected = np.array({expected.tolist()!r})
         model = keras.models.load_model({str(tmp_path / "model.keras")!r}, safe_mode=True)
-        print(np.abs(model.predict(tf.constant(texts), verbose=0) - np.array({expected.tolist()!r})).max())
-        serve = tf.saved_model.load({str(tmp_path / "export" / "saved_model")!r}).signatures["serving_default"]
-        print(np.abs(serve(text=tf.constant(texts))["probabilities"].numpy() - np.array({expected.tolist()!r})).max())
+        print(np.abs(model.predict(tf.constant(texts), verbose=0) - expected).max())
+        saved_model = tf.saved_model.load({str(tmp_path / "export" / "saved_model")!r})
+        serve = saved_model.signatures["serving_default"]
+        print(np.abs(serve(text=tf.constant(texts))["probabilities"].numpy() - expected).max())
         """
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     keras_diff, saved_model_diff = (float(x) for x in out.stdout.strip().splitlines()[-2:])
     assert keras_diff < 1e-6 and saved_model_diff < 1e-5
@@ -150,7 +157,9 @@ def test_train_save_reload_and_export(tiny_bert, tmp_path):
     for path, kind in ((tmp_path / "export", "saved_model"), (tmp_path / "model.keras", "keras")):
         predictor = tltk.load_exported(path)
         assert (predictor.kind, predictor.takes_text) == (kind, True)
-        assert predictor.class_names == (["sports", "tech"] if kind == "saved_model" else ["0", "1"])
+        assert predictor.class_names == (
+            ["sports", "tech"] if kind == "saved_model" else ["0", "1"]
+        )
         names, probabilities = predictor.predict(texts)
         np.testing.assert_allclose(probabilities, expected, atol=1e-5)
         assert names == [predictor.class_names[i] for i in expected.argmax(-1)]
@@ -172,9 +181,9 @@ def test_lora_trains_only_adapters_and_head(tiny_bert, tmp_path):
     encoder = model.backbone
     names = {w.name for w in model.trainable_weights}
     assert names == {"lora_kernel_a", "lora_kernel_b", "kernel", "bias"}
-    assert {w.path.split("/")[0] for w in model.trainable_weights if w.name in ("kernel", "bias")} == {
-        "predictions"
-    }
+    assert {
+        w.path.split("/")[0] for w in model.trainable_weights if w.name in ("kernel", "bias")
+    } == {"predictions"}
     assert _trainable(model) / model.count_params() < 0.2
     frozen = {w.path: w.numpy().copy() for w in encoder.weights if not w.trainable}
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
@@ -226,7 +235,9 @@ def test_pretrained_minilm_generalises_from_eight_sentences(minilm):
     """Real weights: a head on frozen MiniLM features classifies sentences it never saw."""
     model = build_text_classifier(minilm, 2, sequence_length=16, dropout=0.0)
     assert model.count_params() > 22_000_000
-    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(_dataset(TRAIN, batch=8), epochs=10, verbose=0)
     predicted = model.predict(tf.constant(_texts(HELD_OUT)), verbose=0).argmax(-1)
     np.testing.assert_array_equal(predicted, _labels(HELD_OUT))
@@ -251,7 +262,9 @@ def test_minilm_lora_beats_bag_of_words_on_the_topic_sentences(minilm):
         .score(*test)
     )
     model = build_text_classifier(minilm, 6, sequence_length=32, lora_rank=4)
-    model.compile(keras.optimizers.AdamW(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.AdamW(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(
         tf.data.Dataset.from_tensor_slices(train).shuffle(150, seed=0).batch(16),
         epochs=8,
@@ -284,7 +297,9 @@ def test_bad_arguments_fail_clearly(tiny_bert, tmp_path):
         build_text_classifier(tiny_bert, 1)
     with pytest.raises(ValueError, match="no config.json"):
         build_text_classifier(str(tmp_path), 2)
-    image = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    image = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
     with pytest.raises(ValueError, match="must take a batch of strings"):
         export_text(image, tmp_path / "x")
     text_model = build_text_classifier(tiny_bert, 2, sequence_length=8)
