@@ -70,8 +70,13 @@ def iterate(datasets):
 def run_keras(folder, image_size, batch_size, epochs):
     clock = _Clock()
     train, validation = keras.utils.image_dataset_from_directory(
-        folder, image_size=image_size, batch_size=batch_size, seed=0, validation_split=0.2,
-        subset="both", verbose=False,
+        folder,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=0,
+        validation_split=0.2,
+        subset="both",
+        verbose=False,
     )
     return clock.lap(), _epochs([train, validation], epochs)
 
@@ -128,8 +133,10 @@ def main(argv=None):
 
     start = time.perf_counter()
     folder = write_folder(args.folder, args.count, args.classes, source_size)
-    print(f"folder {folder}: {args.count} JPEGs of {source_size[0]}x{source_size[1]} "
-          f"(ready in {time.perf_counter() - start:.1f} s)")
+    print(
+        f"folder {folder}: {args.count} JPEGs of {source_size[0]}x{source_size[1]} "
+        f"(ready in {time.perf_counter() - start:.1f} s)"
+    )
     iterate([tf.data.Dataset.range(1).map(lambda i: (tf.zeros([1]), i))])  # start TF once
     before = _resident_mib()
     data = tltk.data.from_directory(folder, image_size=image_size, batch_size=args.batch_size)
@@ -145,8 +152,10 @@ def main(argv=None):
             setup, (epochs, seen) = loader(folder, image_size, args.batch_size, args.epochs)
             assert seen == args.count, (name, seen)
             runs[name].append({"setup": setup, "epochs": epochs})
-            print(f"  {name:5s} repeat {repeat}: set-up {setup[0]:.2f} s (cpu {setup[1]:.2f}), "
-                  "epochs " + ", ".join(f"{w:.2f} s (cpu {c:.2f})" for w, c in epochs))
+            print(
+                f"  {name:5s} repeat {repeat}: set-up {setup[0]:.2f} s (cpu {setup[1]:.2f}), "
+                "epochs " + ", ".join(f"{w:.2f} s (cpu {c:.2f})" for w, c in epochs)
+            )
 
     def median(name, clock, key, first_epoch=None):
         if key == "setup":
@@ -174,17 +183,20 @@ def main(argv=None):
         tltk_check = median("tltk", clock, "setup")
         tltk_first = median("tltk", clock, "epochs", first_epoch=True)
         tltk_later = median("tltk", clock, "epochs")
-        figures.update({
-            f"keras_setup_{suffix}": keras_setup,
-            f"keras_first_epoch_{suffix}": keras_first,
-            f"keras_later_epoch_{suffix}": keras_later,
-            f"tltk_check_{suffix}": tltk_check,
-            f"tltk_first_epoch_{suffix}": tltk_first,
-            f"tltk_later_epoch_{suffix}": tltk_later,
-            f"ratio_check_plus_first_epoch_vs_keras_first_epoch_{suffix}": round(
-                (tltk_check + tltk_first) / keras_first, 3),
-            f"ratio_later_epoch_vs_keras_{suffix}": round(tltk_later / keras_later, 3),
-        })
+        figures.update(
+            {
+                f"keras_setup_{suffix}": keras_setup,
+                f"keras_first_epoch_{suffix}": keras_first,
+                f"keras_later_epoch_{suffix}": keras_later,
+                f"tltk_check_{suffix}": tltk_check,
+                f"tltk_first_epoch_{suffix}": tltk_first,
+                f"tltk_later_epoch_{suffix}": tltk_later,
+                f"ratio_check_plus_first_epoch_vs_keras_first_epoch_{suffix}": round(
+                    (tltk_check + tltk_first) / keras_first, 3
+                ),
+                f"ratio_later_epoch_vs_keras_{suffix}": round(tltk_later / keras_later, 3),
+            }
+        )
     memory = args.count * image_size[0] * image_size[1] * 3
     figures["decoded_images_mib"] = round(memory / 2**20, 1)
     figures["tltk_resident_growth_mib"] = round(growth, 1)

@@ -14,19 +14,28 @@ IMAGES = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float3
 
 def classifier(preset="medium"):
     return tltk.build_classifier(
-        TINY_BN_CNN.name, 3, input_shape=(32, 32, 3), weights=None, dropout=0.0,
+        TINY_BN_CNN.name,
+        3,
+        input_shape=(32, 32, 3),
+        weights=None,
+        dropout=0.0,
         augmentation=preset,
     )
 
 
 def test_presets():
     assert augmentation(None) is None
-    kinds = {preset: [type(t).__name__ for t in augmentation(preset).transforms]
-             for preset in PRESETS}
+    kinds = {
+        preset: [type(t).__name__ for t in augmentation(preset).transforms] for preset in PRESETS
+    }
     assert kinds["light"] == ["RandomFlip", "RandomRotation", "RandomZoom"]
     assert "RandomContrast" in kinds["medium"] and "RandAugment" in kinds["strong"]
-    flips = [t for preset in PRESETS for t in augmentation(preset).transforms
-             if isinstance(t, keras.layers.RandomFlip)]
+    flips = [
+        t
+        for preset in PRESETS
+        for t in augmentation(preset).transforms
+        if isinstance(t, keras.layers.RandomFlip)
+    ]
     assert {flip.mode for flip in flips} == {"horizontal"}
     with pytest.raises(ValueError, match="Received: preset='heavy'"):
         augmentation("heavy")
@@ -53,8 +62,9 @@ def test_model_trains_with_augmentation_and_predicts_deterministically():
     np.testing.assert_array_equal(features(IMAGES), IMAGES)
     assert not np.allclose(features(IMAGES, training=True), IMAGES)
     np.testing.assert_array_equal(model(IMAGES), model(IMAGES))
-    np.testing.assert_allclose(model.predict(IMAGES, verbose=0), model(IMAGES, training=False),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(IMAGES, verbose=0), model(IMAGES, training=False), atol=1e-6
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     history = model.fit(IMAGES, np.array([0, 1, 2, 0]), epochs=2, batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()  # RandAugment runs in graph mode too
@@ -68,7 +78,8 @@ def test_saved_model_reloads_in_safe_mode_and_stays_deterministic(tmp_path):
     layer = reloaded.get_layer("augmentation")
     assert isinstance(layer, Augmentation)
     assert [type(t).__name__ for t in layer.transforms] == [
-        type(t).__name__ for t in model.get_layer("augmentation").transforms]
+        type(t).__name__ for t in model.get_layer("augmentation").transforms
+    ]
     np.testing.assert_allclose(reloaded(IMAGES), model(IMAGES), atol=1e-6)
     np.testing.assert_array_equal(reloaded(IMAGES), reloaded(IMAGES))
     augmented = keras.Model(reloaded.input, layer.output)

@@ -21,8 +21,13 @@ RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 SIZE = (16, 24)  # (height, width) the tests load at
 # Pillow transposes that undo each EXIF orientation's turn: stored = displayed.transpose(...).
 STORE_FOR = {
-    2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 4: Image.FLIP_TOP_BOTTOM, 5: Image.TRANSPOSE,
-    6: Image.ROTATE_90, 7: Image.TRANSVERSE, 8: Image.ROTATE_270,
+    2: Image.FLIP_LEFT_RIGHT,
+    3: Image.ROTATE_180,
+    4: Image.FLIP_TOP_BOTTOM,
+    5: Image.TRANSPOSE,
+    6: Image.ROTATE_90,
+    7: Image.TRANSVERSE,
+    8: Image.ROTATE_270,
 }
 
 
@@ -60,8 +65,12 @@ def png16(path, rgb):
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     with open(path, "wb") as file:
-        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                   + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+        file.write(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b"")
+        )
 
 
 def write_halves_class(folder):
@@ -199,9 +208,22 @@ def test_good_files_load_upright_with_their_label(corpus):
 
 
 @pytest.mark.parametrize(
-    "name", ["plain.jpg", "progressive.jpg", "exif6.jpg", "exif8.jpg", "exif3_cmyk.jpg",
-             "cmyk.jpg", "rgba.png", "palette.png", "rgb16.png", "anim.gif", "lossless.webp",
-             "bitmap.bmp", "upper.JPEG"],
+    "name",
+    [
+        "plain.jpg",
+        "progressive.jpg",
+        "exif6.jpg",
+        "exif8.jpg",
+        "exif3_cmyk.jpg",
+        "cmyk.jpg",
+        "rgba.png",
+        "palette.png",
+        "rgb16.png",
+        "anim.gif",
+        "lossless.webp",
+        "bitmap.bmp",
+        "upper.JPEG",
+    ],
 )
 def test_each_format_loads_upright(corpus, name):
     root, _, _ = corpus
@@ -247,7 +269,8 @@ def test_bulk_loading_matches_single_file_loading(corpus):
 def test_tensorflow_and_pillow_decoders_agree(tmp_path):
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (60, 80, 3), np.uint8)).resize(
-        (400, 300), Image.BICUBIC).save(path, quality=92)
+        (400, 300), Image.BICUBIC
+    ).save(path, quality=92)
     assert images.inspect_file(path).route == "tf"
     by_tf = tltk.data.load_image(path, (48, 64)).astype(int)
     by_pil = images._decode_with_pil(path, 1, (48, 64), False).astype(int)
@@ -277,13 +300,19 @@ def test_jpeg_header_reader_agrees_with_pillow(tmp_path):
     halves().save(tmp_path / "progressive.jpg", progressive=True)
     halves().convert("L").save(tmp_path / "gray.jpg")
     save_rotated(halves(), tmp_path / "exif6.jpg", 6)
-    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="8"/>' \
-          b"</rdf:RDF></x:xmpmeta>"
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="8"/>'
+        b"</rdf:RDF></x:xmpmeta>"
+    )
     halves().save(tmp_path / "xmp8.jpg", xmp=xmp)
     for path in sorted(tmp_path.iterdir()):
         with Image.open(path) as image:
-            expected = (image.width, image.height, len(image.getbands()),
-                        image.getexif().get(0x0112, 1))
+            expected = (
+                image.width,
+                image.height,
+                len(image.getbands()),
+                image.getexif().get(0x0112, 1),
+            )
         assert tuple(read_jpeg_header(path)) == expected, path.name
     assert read_jpeg_header(tmp_path / "xmp8.jpg").orientation == 8
     (tmp_path / "fake.jpg").write_text("hello")
@@ -317,9 +346,13 @@ def test_folder_errors_name_the_folder(tmp_path):
     unique_tree(tmp_path, {"broken": 1})
     with pytest.warns(UserWarning, match=f"{tmp_path / 'broken'} has only 1 usable"):
         tltk.data.from_directory(tmp_path, image_size=8)
-    for bad in ({"image_size": (8,)}, {"image_size": 8, "validation_split": 1.0},
-                {"image_size": 8, "batch_size": 0}, {"image_size": 8, "label_mode": "binary"},
-                {"image_size": 8, "validation_split": 0.6, "test_split": 0.5}):
+    for bad in (
+        {"image_size": (8,)},
+        {"image_size": 8, "validation_split": 1.0},
+        {"image_size": 8, "batch_size": 0},
+        {"image_size": 8, "label_mode": "binary"},
+        {"image_size": 8, "validation_split": 0.6, "test_split": 0.5},
+    ):
         with pytest.raises(ValueError, match="Received"):
             tltk.data.from_directory(tmp_path, **bad)
 
@@ -357,11 +390,13 @@ def test_datasets_follow_sources_and_shuffle_deterministically(tmp_path):
         pixels, labels = epoch(getattr(data, split))
         assert [pixel_id(p) for p in pixels] == [ids[s] for s in data.sources[split]]
         assert [data.class_names[i] for i in labels] == [
-            os.path.basename(os.path.dirname(s)) for s in data.sources[split]]
+            os.path.basename(os.path.dirname(s)) for s in data.sources[split]
+        ]
     order_1 = [pixel_id(p) for p in epoch(data.train)[0]]
     order_2 = [pixel_id(p) for p in epoch(data.train)[0]]
-    same_seed = tltk.data.from_directory(tmp_path, image_size=8, batch_size=4, test_split=0.25,
-                                         seed=1)
+    same_seed = tltk.data.from_directory(
+        tmp_path, image_size=8, batch_size=4, test_split=0.25, seed=1
+    )
     assert sorted(order_1) == sorted(ids[s] for s in data.sources["train"])
     assert order_1 != order_2, "reshuffled every epoch"
     assert [pixel_id(p) for p in epoch(same_seed.train)[0]] == order_1
@@ -372,8 +407,11 @@ def test_split_tree_keeps_its_splits(tmp_path):
     unique_tree(tmp_path / "val", {"a": 2, "b": 3})
     unique_tree(tmp_path / "test", {"a": 1, "b": 1})
     data = tltk.data.from_directory(tmp_path, image_size=8)
-    assert data.class_counts == {"train": {"a": 6, "b": 6}, "validation": {"a": 2, "b": 3},
-                                 "test": {"a": 1, "b": 1}}
+    assert data.class_counts == {
+        "train": {"a": 6, "b": 6},
+        "validation": {"a": 2, "b": 3},
+        "test": {"a": 1, "b": 1},
+    }
     assert all(f"{os.sep}val{os.sep}" in p for p in data.sources["validation"])
     os.rename(tmp_path / "val", tmp_path.parent / f"{tmp_path.name}_val")  # no validation folder:
     carved = tltk.data.from_directory(tmp_path, image_size=8, validation_split=0.5)  # carved
@@ -440,8 +478,11 @@ def test_from_arrays():
         tltk.class_weights(tags)
 
     for bad_x, bad_y, words in [
-        (x / 255.0, y, "0..1"), (x * 2.0, y, "0..255"), (x, y[:5], "same length"),
-        (x[..., :1].repeat(5, -1), y, "1 to 4 channels"), (x, np.zeros(30, int), "at least 2"),
+        (x / 255.0, y, "0..1"),
+        (x * 2.0, y, "0..255"),
+        (x, y[:5], "same length"),
+        (x[..., :1].repeat(5, -1), y, "1 to 4 channels"),
+        (x, np.zeros(30, int), "at least 2"),
         (x, multi, "multi-hot") if False else (x, multi * 2, "multi-hot rows"),
     ]:
         with pytest.raises(ValueError, match=words):
@@ -458,34 +499,74 @@ def test_from_csv_single_and_multi_label(tmp_path):
     colours = {"red.png": RED, "green.png": GREEN, "blue.png": BLUE, "white.png": (255,) * 3}
     for name, colour in colours.items():
         Image.new("RGB", (10, 10), colour).save(tmp_path / name)
-    write_csv(tmp_path / "single.csv", [
-        ["file", "label"], ["red.png", "warm"], ["green.png", "cold"], ["blue.png", "cold"],
-        ["white.png", "warm"], ["missing.png", "cold"], ["red.png", ""], ["green.png", "odd"]])
+    write_csv(
+        tmp_path / "single.csv",
+        [
+            ["file", "label"],
+            ["red.png", "warm"],
+            ["green.png", "cold"],
+            ["blue.png", "cold"],
+            ["white.png", "warm"],
+            ["missing.png", "cold"],
+            ["red.png", ""],
+            ["green.png", "odd"],
+        ],
+    )
     with pytest.warns(UserWarning, match="Skipped 3 of 7"):
-        data = tltk.data.from_csv(tmp_path / "single.csv", image_size=8, validation_split=0.0,
-                                  class_names=["cold", "warm"])
+        data = tltk.data.from_csv(
+            tmp_path / "single.csv",
+            image_size=8,
+            validation_split=0.0,
+            class_names=["cold", "warm"],
+        )
     reasons = dict(data.skipped)
     assert reasons[str(tmp_path / "missing.png")].startswith("unreadable file")
     assert reasons[f"{tmp_path / 'single.csv'}:7"] == "empty label"
     assert "not in class_names" in reasons[f"{tmp_path / 'single.csv'}:8"]
     assert data.class_counts["train"] == {"cold": 2, "warm": 2}
 
-    write_csv(tmp_path / "multi.csv", [
-        ["tags", "image"], ["warm|bright", "red.png"], ["cold", "green.png"],
-        ["cold | bright", "blue.png"], ["", "white.png"]])
+    write_csv(
+        tmp_path / "multi.csv",
+        [
+            ["tags", "image"],
+            ["warm|bright", "red.png"],
+            ["cold", "green.png"],
+            ["cold | bright", "blue.png"],
+            ["", "white.png"],
+        ],
+    )
     expected = {RED: [1, 0, 1], GREEN: [0, 1, 0], BLUE: [1, 1, 0], (255,) * 3: [0, 0, 0]}
-    multi = tltk.data.from_csv(tmp_path / "multi.csv", tmp_path, image_size=8, validation_split=0.0,
-                               label_separator="|", filename_column="image", label_column="tags")
+    multi = tltk.data.from_csv(
+        tmp_path / "multi.csv",
+        tmp_path,
+        image_size=8,
+        validation_split=0.0,
+        label_separator="|",
+        filename_column="image",
+        label_column="tags",
+    )
     assert multi.class_names == ("bright", "cold", "warm") and multi.label_mode == "multi_hot"
     for pixels, labels in zip(*epoch(multi.train)):
         assert labels.tolist() == expected[tuple(int(v) for v in pixels[0, 0])]
 
-    write_csv(tmp_path / "wide.csv", [
-        ["file", "bright", "cold", "warm"], ["red.png", 1, 0, 1], ["green.png", 0, 1, 0],
-        ["blue.png", "1", "1", "0"], ["white.png", 0, 0, 0], ["red.png", 2, 0, 0]])
+    write_csv(
+        tmp_path / "wide.csv",
+        [
+            ["file", "bright", "cold", "warm"],
+            ["red.png", 1, 0, 1],
+            ["green.png", 0, 1, 0],
+            ["blue.png", "1", "1", "0"],
+            ["white.png", 0, 0, 0],
+            ["red.png", 2, 0, 0],
+        ],
+    )
     with pytest.warns(UserWarning, match="Skipped 1"):
-        wide = tltk.data.from_csv(tmp_path / "wide.csv", image_size=8, validation_split=0.0,
-                                  label_column=["bright", "cold", "warm"])
+        wide = tltk.data.from_csv(
+            tmp_path / "wide.csv",
+            image_size=8,
+            validation_split=0.0,
+            label_column=["bright", "cold", "warm"],
+        )
     for pixels, labels in zip(*epoch(wide.train)):
         assert labels.tolist() == expected[tuple(int(v) for v in pixels[0, 0])]
     with pytest.raises(ValueError, match=r"Columns \['nope'\] are not in"):
@@ -498,8 +579,9 @@ def test_from_tfds_with_mock_data(tmp_path, monkeypatch):
     with tfds.testing.mock_data(num_examples=12), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flowers = tltk.data.from_tfds("tf_flowers", image_size=(16, 16), validation_split=0.25)
-        digits = tltk.data.from_tfds("mnist", image_size=8, split=("train", None, "test"),
-                                     label_mode="categorical")
+        digits = tltk.data.from_tfds(
+            "mnist", image_size=8, split=("train", None, "test"), label_mode="categorical"
+        )
         voc = tltk.data.from_tfds("voc", image_size=8, label_key="labels", validation_split=0.0)
         with pytest.raises(ValueError, match="label_key"):
             tltk.data.from_tfds("mnist", image_size=8, label_key="digit")
@@ -538,7 +620,8 @@ def test_resize_rule_is_shared(tmp_path):
     pixels = np.random.default_rng(2).integers(0, 256, (70, 50, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "a.png")
     from_file = tltk.data.load_image(tmp_path / "a.png", (20, 20))
-    from_array = tltk.data.from_arrays(pixels[None].repeat(2, 0), [0, 1], image_size=(20, 20),
-                                       validation_split=0.0)
+    from_array = tltk.data.from_arrays(
+        pixels[None].repeat(2, 0), [0, 1], image_size=(20, 20), validation_split=0.0
+    )
     np.testing.assert_array_equal(epoch(from_array.train)[0][0], from_file)
     np.testing.assert_array_equal(decode.resize(tf.constant(pixels), (20, 20)).numpy(), from_file)

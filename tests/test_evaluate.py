@@ -25,12 +25,29 @@ LABELS = np.array([0, 1, 1, 2, 0])  # predictions: 0, 1, 0, 2, 2 -> 3 of 5 right
 
 def test_single_label_metrics_and_files(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3)).astype("float32")
-    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.6]}
-    report = evaluate(FixedModel(PROBS), (images, LABELS), class_names=["a", "b", "c"], out_dir=tmp_path, history=history, top_k=(2,))
+    history = {
+        "loss": [1.0, 0.5],
+        "val_loss": [1.1, 0.7],
+        "accuracy": [0.5, 0.8],
+        "val_accuracy": [0.4, 0.6],
+    }
+    report = evaluate(
+        FixedModel(PROBS),
+        (images, LABELS),
+        class_names=["a", "b", "c"],
+        out_dir=tmp_path,
+        history=history,
+        top_k=(2,),
+    )
     assert report.accuracy == pytest.approx(0.6)
     assert report.top_k_accuracy == {2: pytest.approx(1.0)}
     assert report.confusion_matrix == [[1, 0, 1], [1, 1, 0], [0, 0, 1]]
-    assert report.per_class["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert report.per_class["b"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3),
+        "support": 2,
+    }
     for key in ("report", "confusion_matrix", "misclassified", "training_curves"):
         assert (tmp_path / report.files[key].split("/")[-1]).stat().st_size > 0
     saved = json.loads((tmp_path / "report.json").read_text())

@@ -107,11 +107,12 @@ def bulk(small_files):
         for route in ("tf", "pillow"):
             with pytest.MonkeyPatch.context() as patch:
                 if route == "pillow":
-                    patch.setattr(images, "inspect_file",
-                                  lambda path: inspect(path)._replace(route=images._PIL_ROUTE))
-                pixels, kept, skipped = images.load_images(
-                    paths, SIZE, crop_to_aspect_ratio=crop
-                )
+                    patch.setattr(
+                        images,
+                        "inspect_file",
+                        lambda path: inspect(path)._replace(route=images._PIL_ROUTE),
+                    )
+                pixels, kept, skipped = images.load_images(paths, SIZE, crop_to_aspect_ratio=crop)
             assert (kept, skipped) == (list(range(len(paths))), [])
             loaded[route, crop] = dict(zip(paths, pixels.numpy()))
         batch = image_batch(paths, (*SIZE, 3), crop_to_aspect_ratio=crop)
@@ -184,14 +185,21 @@ def test_bad_small_files_are_reported_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("height, width", [(1, 1), (1, 9), (9, 1), (3, 90)])
-@pytest.mark.parametrize("channels, dtype", [(3, "uint8"), (1, "uint8"), (4, "uint8"),
-                                             (3, "float32"), (2, "uint16")])
+@pytest.mark.parametrize(
+    "channels, dtype", [(3, "uint8"), (1, "uint8"), (4, "uint8"), (3, "float32"), (2, "uint16")]
+)
 def test_small_arrays_load_upscaled(height, width, channels, dtype):
     x = np.random.default_rng(0).integers(0, 256, (4, height, width, channels))
     x = (x * 257 if dtype == "uint16" else x).astype(dtype)
     for crop in (False, True):
-        data = tltk.data.from_arrays(x, [0, 1, 0, 1], image_size=SIZE, validation_split=0.0,
-                                     batch_size=4, crop_to_aspect_ratio=crop)
+        data = tltk.data.from_arrays(
+            x,
+            [0, 1, 0, 1],
+            image_size=SIZE,
+            validation_split=0.0,
+            batch_size=4,
+            crop_to_aspect_ratio=crop,
+        )
         pixels, _ = next(iter(data.train))
         assert pixels.shape == (4, *SIZE, 3)
         if channels == 3:  # a predictor prepares arrays the same way (the batch is shuffled)

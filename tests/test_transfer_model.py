@@ -27,8 +27,12 @@ def _tiny_bert(folder):
     words = sorted({w for t in TEXTS for w in t.split()})
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
     keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary), num_layers=2, num_heads=2, hidden_dim=8,
-        intermediate_dim=16, max_sequence_length=16,
+        vocabulary_size=len(vocabulary),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=16,
     ).save_to_preset(str(folder))
     keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(str(folder))
     return str(folder)
@@ -68,18 +72,23 @@ def saved(tmp_path_factory):
     base = tmp_path_factory.mktemp("transfer_models")
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
-    resnet = _preset(base / "resnet", _tiny_resnet(), keras_hub.layers.ResNetImageConverter(
-        image_size=(32, 32), **TORCH))
+    resnet = _preset(
+        base / "resnet",
+        _tiny_resnet(),
+        keras_hub.layers.ResNetImageConverter(image_size=(32, 32), **TORCH),
+    )
     models = {
         "keras_applications": tltk.build_classifier(
-            "mobilenet_v2", 3, input_shape=(32, 32, 3), weights=None, train_bn=True),
+            "mobilenet_v2", 3, input_shape=(32, 32, 3), weights=None, train_bn=True
+        ),
         "demo": tltk.build_classifier("tltk_glyphnet", 3),
-        "tfhub": tltk.build_classifier("hub:" + _hub_module(base / "hub"), 3,
-                                       input_shape=(32, 32, 3)),
-        "keras_hub_image": tltk.build_classifier("keras_hub:" + resnet, 3,
-                                                 input_shape=(32, 32, 3)),
-        "keras_hub_text": tltk.build_text_classifier(_tiny_bert(base / "bert"), 3,
-                                                     sequence_length=16),
+        "tfhub": tltk.build_classifier(
+            "hub:" + _hub_module(base / "hub"), 3, input_shape=(32, 32, 3)
+        ),
+        "keras_hub_image": tltk.build_classifier("keras_hub:" + resnet, 3, input_shape=(32, 32, 3)),
+        "keras_hub_text": tltk.build_text_classifier(
+            _tiny_bert(base / "bert"), 3, sequence_length=16
+        ),
         "hugging_face_folder": tltk.build_text_classifier(_minilm(), 3, sequence_length=16),
     }
     records = {}
@@ -107,8 +116,13 @@ def test_structure_survives_a_reload_in_a_fresh_process(saved):
         print("RESULT" + json.dumps(out))
         """
     )
-    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": REPO})
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     reloaded = json.loads(run.stdout.split("RESULT", 1)[1])
     for kind, record in records.items():
@@ -137,8 +151,9 @@ def test_a_tltk_01_file_says_what_to_do_and_upgrades(tmp_path):
         (g.name, g.trainable_params) for g in tltk.layer_groups(model)
     ]
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(upgraded.predict(images, verbose=0), model.predict(images, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        upgraded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
     upgraded.save(tmp_path / "new.keras")
     assert isinstance(keras.models.load_model(tmp_path / "new.keras"), tltk.TransferModel)
 
@@ -152,7 +167,9 @@ def test_every_registered_backbone_defaults_to_its_own_weights(monkeypatch):
         return keras.Model(inputs, keras.layers.Conv2D(4, 1)(inputs), name=spec.name)
 
     monkeypatch.setattr(builders, "construct_with_weights", construct)
-    image_backbones = [n for n in tltk.list_backbones() if not is_text_backbone(tltk.get_backbone(n))]
+    image_backbones = [
+        n for n in tltk.list_backbones() if not is_text_backbone(tltk.get_backbone(n))
+    ]
     for name in image_backbones:
         builders.build_classifier(name, 2)
         spec = tltk.get_backbone(name)
@@ -180,8 +197,9 @@ def test_constructor_checks_its_structure():
     with pytest.raises(ValueError, match="heads"):
         tltk.TransferModel(inputs, outputs, backbone="body", heads={"out": ["missing"]})
     with pytest.raises(ValueError, match="head"):
-        tltk.TransferModel(inputs, outputs, backbone="body", heads={"out": ["out"]},
-                           groups=[("head", ".*")])
+        tltk.TransferModel(
+            inputs, outputs, backbone="body", heads={"out": ["out"]}, groups=[("head", ".*")]
+        )
     model = tltk.TransferModel(inputs, outputs, backbone="body", heads={"out": ["out"]})
     assert [g.name for g in tltk.layer_groups(model)] == ["backbone", "head"]
     with pytest.raises(ValueError, match="train_bn"):
