@@ -158,21 +158,7 @@ def fine_tune(
     ```
     """
     model = as_transfer_model(model)
-    _check_args(
-        train,
-        validation,
-        head_epochs,
-        epochs,
-        learning_rate,
-        fine_tune_lr,
-        lr_decay,
-        warmup,
-        weight_decay,
-        optimizer,
-        early_stopping,
-        callbacks,
-        monitor,
-    )
+    _check_args(**locals())
     fine_tune_lr = learning_rate / 2 if fine_tune_lr is None else fine_tune_lr
     train_bn = model.train_bn if train_bn is None else train_bn
     stages = ([[]] if head_epochs else []) + _plan(model, unfreeze, epochs)
@@ -379,6 +365,7 @@ def _optimizer(optimizer, schedule, weight_decay):
 
 
 def _check_args(
+    *,
     train,
     validation,
     head_epochs,
@@ -392,7 +379,9 @@ def _check_args(
     early_stopping,
     callbacks,
     monitor,
+    **_,
 ):
+    """Checks `fine_tune`'s arguments; it passes its `locals()`, the rest are checked where used."""
     for name, value in (("train", train), ("validation", validation)):
         if not isinstance(value, tf.data.Dataset):
             raise ValueError(
