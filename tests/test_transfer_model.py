@@ -1,6 +1,7 @@
 """The tltk model class: structure in the config, the same in a fresh process, for every kind."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def _describe(model, inputs):
         "groups": model.groups,
         "train_bn": model.train_bn,
         "backbone_name": model.backbone_name,
+        "class_names": model.class_names,
         "trainable": [[g.name, g.trainable_params] for g in tltk.layer_groups(model)],
         "rates": decayed_multipliers(model, 0.7, trainable_only=False),
     }
@@ -94,6 +96,7 @@ def saved(tmp_path_factory):
     records = {}
     for kind, model in models.items():
         tltk.unfreeze(model, 1)
+        model.class_names = ["ant", "bee", kind]
         inputs = np.array(TEXTS) if model.modality == "text" else pixels
         np.save(base / f"{kind}.npy", inputs)
         model.save(base / f"{kind}.keras")
@@ -134,6 +137,26 @@ def test_structure_survives_a_reload_in_a_fresh_process(saved):
     assert text_groups == ["embeddings", *(f"transformer_layer_{i}" for i in range(6))]
     assert records["keras_applications"]["train_bn"] is True
     assert records["demo"]["backbone_name"] == "tltk_glyphnet"
+    assert records["demo"]["class_names"] == ["ant", "bee", "demo"]
+
+
+def test_class_names_are_checked_against_the_output():
+    model = tltk.build_classifier("tltk_glyphnet", 3, weights=None)
+    assert model.class_names is None
+    for bad, message in (
+        (["a", "b"], "must be 3 non-empty strings"),
+        ("abc", "must be a list of strings"),
+        (["a", "a", "b"], "must be distinct"),
+        (["a", "b\u2028", "c"], "these are not"),
+        (["a", "", "c"], "these are not"),
+        ({"other": ["a", "b", "c"]}, "its heads are ['predictions']"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model.class_names = bad
+    assert model.class_names is None
+    model.class_names = ("a", "b", "c")
+    assert model.class_names == ["a", "b", "c"]
+    assert model.get_config()["class_names"] == {"predictions": ["a", "b", "c"]}
 
 
 def test_a_tltk_01_file_says_what_to_do_and_upgrades(tmp_path):

@@ -50,6 +50,9 @@ class TransferModel(keras.Model):
             for a backbone from outside the registry. Defaults to `None`.
         modality: str. `"image"` (raw pixels in) or `"text"` (raw strings in). Defaults to
             `"image"`.
+        class_names: list, dict or None. The class names of the output, one per unit: a list for
+            a one-head model, or `{head_name: list}`. Prediction, evaluation and export use them.
+            Defaults to `None` (set them later with `model.class_names = [...]`).
         **kwargs: Other `keras.Model` arguments (`trainable`).
 
     Example:
@@ -60,6 +63,9 @@ class TransferModel(keras.Model):
     (True, 'tltk_glyphnet', ['predictions'])
     >>> list(model.groups)
     ['stem', 'block1', 'block2', 'block3', 'top']
+    >>> model.class_names = ["cat", "dog", "fox"]
+    >>> model.class_names
+    ['cat', 'dog', 'fox']
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class TransferModel(keras.Model):
         train_bn=False,
         backbone_name=None,
         modality="image",
+        class_names=None,
         **kwargs,
     ):
         super().__init__(inputs, outputs, name=name, **kwargs)
@@ -104,6 +111,7 @@ class TransferModel(keras.Model):
         self._backbone_name = backbone_name
         self._modality = modality
         self.train_bn = train_bn
+        self.class_names = class_names
 
     @property
     def backbone(self):
@@ -166,6 +174,28 @@ class TransferModel(keras.Model):
         """`"image"` or `"text"`: what the model takes."""
         return self._modality
 
+    @property
+    def class_names(self):
+        """The class names: a list for a one-head model (`None` if unset), else `{head: list}`.
+
+        Set them with a list (one-head model) or a dict of lists; each list has one non-empty
+        name per output unit. They are saved with the model.
+        """
+        names = {head: list(names) for head, names in self._class_names.items()}
+        if len(self._heads) == 1:
+            return next(iter(names.values()), None)
+        return names
+
+    @class_names.setter
+    def class_names(self, value):
+        self._class_names = _check_class_names(value, self._head_widths())
+
+    def _head_widths(self):
+        return {
+            head: int(self.get_layer(layers[-1]).output.shape[-1])
+            for head, layers in self._heads.items()
+        }
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -178,6 +208,7 @@ class TransferModel(keras.Model):
             "train_bn": self._train_bn,
             "backbone_name": self._backbone_name,
             "modality": self._modality,
+            "class_names": {head: list(names) for head, names in self._class_names.items()} or None,
         }
 
     def _layer(self, name):
@@ -218,6 +249,45 @@ def _check_heads(heads, names):
                 f"Received: {head!r}: {layers!r}" + (f" (no layers {missing})" if missing else "")
             )
         checked[head] = tuple(layers)
+    return checked
+
+
+def _check_class_names(value, widths):
+    """`{head: tuple of names}` for the heads that have names, checked against output widths."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        if len(widths) != 1:
+            raise ValueError(
+                f"This model has {len(widths)} heads {list(widths)}: set `class_names` as a dict "
+                f"of head name -> list of names. Received: class_names={value!r}"
+            )
+        value = {next(iter(widths)): value}
+    checked = {}
+    for head, names in value.items():
+        if head not in widths:
+            raise ValueError(
+                f"`class_names` names a head the model does not have; its heads are "
+                f"{list(widths)}. Received: {head!r}"
+            )
+        if isinstance(names, str) or not isinstance(names, (list, tuple)):
+            raise ValueError(
+                f"`class_names` must be a list of strings, one per output. Received: {names!r}"
+            )
+        names = tuple(names)
+        bad = [n for n in names if not isinstance(n, str) or not n.strip() or n.splitlines() != [n]]
+        if bad or len(names) != widths[head]:
+            raise ValueError(
+                f"`class_names` of head {head!r} must be {widths[head]} non-empty strings "
+                "without line breaks, one per output"
+                + (f"; these are not: {bad!r}" if bad else "")
+                + f". Received: {len(names)} names {list(names)!r}"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"`class_names` of head {head!r} must be distinct. Received: {list(names)!r}"
+            )
+        checked[head] = names
     return checked
 
 
