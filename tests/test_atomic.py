@@ -80,7 +80,21 @@ def test_a_writer_that_writes_nothing_fails_and_keeps_the_file(tmp_path):
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["plot.png"]
 
 
-def test_folder_swap_fsyncs_every_file_and_folder(tmp_path, fsynced):
+def _publish(target, content, **kwargs):
+    with atomic.staged(target) as folder:
+        (folder / "labels.txt").write_text(content)
+        return atomic.publish(folder, target, **kwargs)
+
+
+def _is_labelled(path):
+    return (path / "labels.txt").is_file()
+
+
+def _versions(parent):
+    return sorted(n for n in os.listdir(parent) if f"{atomic.MARKER}v-" in n)
+
+
+def test_publish_fsyncs_every_file_and_folder(tmp_path, fsynced):
     target = tmp_path / "export"
     for content in ("first", "second"):
         with atomic.staged(target) as folder:
@@ -88,24 +102,69 @@ def test_folder_swap_fsyncs_every_file_and_folder(tmp_path, fsynced):
             (folder / "nested" / "model.bin").write_text(content)
             (folder / "labels.txt").write_text(content)
             fsynced.clear()
-            atomic.swap_into_place(folder, target)
+            version = atomic.publish(folder, target, replaceable=_is_labelled)
         names = [p.name for p in fsynced]
         assert {"model.bin", "labels.txt", "nested", folder.name} <= set(names)
-        assert fsynced[-1] == tmp_path  # the parent, after the rename
+        assert fsynced[-1] == tmp_path  # the parent, after the link is switched
         assert (target / "nested" / "model.bin").read_text() == content
-    assert os.listdir(tmp_path) == ["export"]
+        assert target.is_symlink() and os.readlink(target) == version.name
+    lock = f".export{atomic.MARKER}lock"
+    assert sorted(os.listdir(tmp_path)) == sorted(["export", lock, *_versions(tmp_path)])
+    assert len(_versions(tmp_path)) == 2  # the current version and the previous one
 
 
 def test_failure_while_staging_keeps_the_previous_folder(tmp_path):
     target = tmp_path / "export"
-    with atomic.staged(target) as folder:
-        (folder / "labels.txt").write_text("v1")
-        atomic.swap_into_place(folder, target)
+    _publish(target, "v1")
+    before = sorted(os.listdir(tmp_path))
     with pytest.raises(RuntimeError), atomic.staged(target) as folder:
         (folder / "labels.txt").write_text("v2")
         raise RuntimeError("converter crashed")
     assert (target / "labels.txt").read_text() == "v1"
-    assert os.listdir(tmp_path) == ["export"]
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("replaceable", [None, _is_labelled])
+def test_publish_never_replaces_what_appeared_meanwhile(tmp_path, replaceable):
+    target = tmp_path / "export"
+    with atomic.staged(target) as folder:
+        (folder / "labels.txt").write_text("tltk")
+        target.mkdir()  # a user (or another writer) takes the name while tltk stages
+        (target / "notes.txt").write_text("mine")
+        with pytest.raises(FileExistsError, match="may not be replaced"):
+            atomic.publish(folder, target, replaceable=replaceable)
+    assert os.listdir(target) == ["notes.txt"] and (target / "notes.txt").read_text() == "mine"
+    assert not _versions(tmp_path) and not [n for n in os.listdir(tmp_path) if "-tmp-" in n]
+
+
+def test_publish_replaces_an_empty_folder_or_one_from_before_versions(tmp_path):
+    empty, legacy = tmp_path / "empty", tmp_path / "legacy"
+    empty.mkdir()
+    _publish(empty, "new", replaceable=lambda p: True)
+    assert (empty / "labels.txt").read_text() == "new" and empty.is_symlink()
+    legacy.mkdir()
+    (legacy / "labels.txt").write_text("old")
+    _publish(legacy, "new", replaceable=_is_labelled)
+    assert (legacy / "labels.txt").read_text() == "new"
+    previous = [tmp_path / n for n in _versions(tmp_path) if n.startswith(".legacy")]
+    assert sorted((p / "labels.txt").read_text() for p in previous) == ["new", "old"]
+
+
+def test_a_reader_keeps_the_version_it_resolved(tmp_path):
+    target = tmp_path / "export"
+    _publish(target, "v1")
+    with atomic.reading(target / "labels.txt") as held:
+        for content in ("v2", "v3", "v4"):
+            _publish(target, content, replaceable=_is_labelled)
+        assert held.read_text() == "v1" and (target / "labels.txt").read_text() == "v4"
+        assert len(_versions(tmp_path)) == 3  # v1 is held, v3 is the previous, v4 current
+    _publish(target, "v5", replaceable=_is_labelled)
+    assert sorted((tmp_path / n / "labels.txt").read_text() for n in _versions(tmp_path)) == [
+        "v4",
+        "v5",
+    ]
+    with atomic.reading(tmp_path / "elsewhere.txt") as plain:
+        assert plain == tmp_path / "elsewhere.txt"  # not in a version: yielded as it is
 
 
 def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):
@@ -115,12 +174,14 @@ def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):
         capture_output=True,
         text=True,
     )
-    stale = tmp_path / f".export{atomic.MARKER}tmp-{dead.stdout.strip()}-0123abcd"
+    pid = dead.stdout.strip()
+    stale = tmp_path / f".export{atomic.MARKER}tmp-{pid}-0123abcd"
     alive = tmp_path / f".export{atomic.MARKER}tmp-{os.getpid()}-0123abcd"
-    stale.mkdir()
-    alive.mkdir()
+    version = tmp_path / f".export{atomic.MARKER}v-{pid}-0123abcd"  # published by a dead writer
+    for folder in (stale, alive, version):
+        folder.mkdir()
     atomic.remove_stale(tmp_path / "export")
-    assert not stale.exists() and alive.exists()
+    assert not stale.exists() and alive.exists() and version.exists()
 
 
 def test_run_state_writes_through_the_helper(tmp_path, fsynced):

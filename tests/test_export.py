@@ -111,6 +111,10 @@ def _snapshot(folder):
     return files
 
 
+def _staging(folder):
+    return [n for n in os.listdir(folder) if ".tltk-tmp-" in n]
+
+
 def test_model_is_trained(trained):
     model, _, (test_x, test_y) = trained
     accuracy = np.mean(model.predict(test_x, verbose=0).argmax(-1) == test_y)
@@ -130,7 +134,10 @@ def test_export_writes_every_file(exported):
     tflite = report.file("tflite", "int8")
     assert tflite.size_bytes == os.path.getsize(tflite.path)
     assert (path / "labels.txt").read_text() == "\n".join(LABELS)  # no trailing newline
-    assert not [n for n in os.listdir(path.parent) if n.startswith(".digits.tltk-")]
+    assert path.is_symlink()  # to the current version, beside it
+    assert sorted(os.listdir(path.parent)) == sorted(
+        ["digits", ".digits.tltk-lock", os.readlink(path)]
+    )
     assert "model_int8.tflite" in str(report)
 
 
@@ -272,6 +279,42 @@ def test_load_exported_from_files_folders_and_keras(trained, exported, tmp_path)
         load_exported(tmp_path / "missing.tflite")
 
 
+def _record_naming(folder, path):
+    folder.mkdir()
+    record = {"files": [{"format": "tflite", "quantization": "float32", "path": str(path)}]}
+    (folder / "export.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_load_exported_stays_inside_the_export_folder(exported, tmp_path):
+    path, _ = exported
+    model_file = path / "model_float32.tflite"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "model.tflite").write_bytes(model_file.read_bytes())
+    for name, target in [
+        ("absolute", model_file),
+        ("parent", "../elsewhere/model.tflite"),
+    ]:
+        folder = _record_naming(tmp_path / name, target)
+        with pytest.raises(ValueError, match="outside the export folder") as raised:
+            load_exported(folder)
+        assert str(folder / "export.json") in str(raised.value)
+    inside = _record_naming(tmp_path / "inside", "model.tflite")
+    (inside / "model.tflite").write_bytes(model_file.read_bytes())
+    assert load_exported(inside).kind == "tflite"
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"files": 3}', b"\xff\xfe", "[]"])
+def test_a_damaged_record_is_named(tmp_path, content):
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    record = folder / "export.json"
+    record.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match="damaged.*export the model again") as raised:
+        load_exported(folder)
+    assert str(record) in str(raised.value)
+
+
 def test_failed_gate_raises_and_keeps_previous_export(trained, exported, tmp_path):
     model, (train_x, _), (test_x, _) = trained
     target = tmp_path / "digits"
@@ -294,7 +337,7 @@ def test_failed_gate_raises_and_keeps_previous_export(trained, exported, tmp_pat
     assert report.file("tflite", "int8").parity.top1_agreement < 0.98
     assert report.file("tflite", "float32").passed
     assert _snapshot(target) == before
-    assert sorted(os.listdir(tmp_path)) == ["digits"]  # no staging folder left behind
+    assert not _staging(tmp_path)  # no staging folder left behind
 
     with pytest.warns(UserWarning, match="model_int8.tflite"):
         report = export(
@@ -359,11 +402,11 @@ def test_kill_while_converting_keeps_previous_export(trained, tmp_path):
     assert _snapshot(target) == before
     reloaded = load_exported(target / "model_float32.tflite").predict(test_x[:20])[1]
     np.testing.assert_array_equal(reloaded, expected)
-    stale = [n for n in os.listdir(tmp_path) if n.startswith(".digits.tltk-")]
+    stale = _staging(tmp_path)
     assert len(stale) == 1  # the killed process's staging folder, with its SavedModel
     assert (tmp_path / stale[0] / "saved_model" / "saved_model.pb").is_file()
     export(model, target, formats=["saved_model"], labels=LABELS, overwrite=True)
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".digits.tltk-")]
+    assert not _staging(tmp_path)
     assert sorted(os.listdir(target)) == ["export.json", "labels.txt", "saved_model"]
 
 
@@ -439,6 +482,7 @@ def test_flex_ops_are_refused_by_name(tmp_path):
         ({"labels": ["a"] * 10}, "labels"),
         ({"labels": "abcdefghij"}, "labels"),  # a bare string is not ten names
         ({"labels": [*LABELS[:9], "nine\r"]}, "labels"),
+        *[({"labels": [*LABELS[:9], f"ni{c}ne"]}, "line breaks") for c in "\u2028\x0c\x85\x0b\x1c"],
         ({"labels": [*LABELS[:9], " "]}, "labels"),
         ({"quantization": "int8"}, "representative_data"),
         ({"representative_data": np.zeros((4, 32, 32, 1))}, "channel"),

@@ -71,9 +71,16 @@ def export(
     noise mean nothing), and a dynamic file cannot be judged: `parity="raise"` refuses up front,
     `"warn"` warns and leaves it unchecked.
 
-    Everything is written to a folder beside `export_dir`, flushed to disk and swapped into place
-    (`tltk.atomic`): a failure, a failed gate with `parity="raise"`, or a killed process leaves
-    any previous export whole.
+    Everything is written to a hidden folder beside `export_dir`, flushed to disk, and published
+    (`tltk.atomic.publish`): `export_dir` is a symbolic link to the current version
+    (`.NAME.tltk-v-...` beside it), switched in one step, so every file above is at its path, a
+    failure, a failed gate with `parity="raise"`, or a killed process leaves any previous export
+    whole, and a reader that resolves the link once (`load_exported` does,
+    `os.path.realpath(export_dir)` does) reads one whole export. Exports to one folder take turns
+    under a lock file beside it; what is at `export_dir` is checked again at that moment, and
+    only an empty folder or a complete tltk export (with its `export.json`) is replaced, only with
+    `overwrite=True`; anything else raises and is left untouched. The previous version is kept
+    for readers that hold it; older ones are removed.
 
     Args:
         model: keras.Model. An image classifier with one fixed-size image input taking raw pixels
@@ -87,14 +94,16 @@ def export(
             numpy array or list of image paths. Training images for int8 calibration; 300 are
             drawn from the first 1,200. Required for `"int8"`. Defaults to `None`.
         labels: list or tuple of str. Class names in output order: one per output, non-empty,
-            distinct, without line breaks. Defaults to `"0"`, `"1"`, ...
+            distinct, without line breaks (any that `str.splitlines` splits on). Defaults to
+            `"0"`, `"1"`, ...
         parity_data: same types as `representative_data` (a list of strings for text).
             Held-out inputs for the parity gate; up to 500 are used. Defaults to `None` (use
             `representative_data`).
         parity: str. `"raise"`: a failing file raises `tltk.export.ParityError` (with the report)
             and nothing is written; `"warn"`: the export is kept and a warning names the file.
             Defaults to `"raise"`.
-        overwrite: bool. Replace an existing export at `export_dir`. Defaults to `False`.
+        overwrite: bool. Replace an existing export (or empty folder) at `export_dir`. Defaults to
+            `False`.
 
     Returns:
         An `ExportReport`: paths, sizes, parity figures and single-input CPU latency per file.
@@ -170,7 +179,7 @@ def export(
             fields=adapter.record_fields(),
         )
         _gate(report, parity)
-        atomic.swap_into_place(folder, export_dir)
+        _publish(folder, export_dir, overwrite=overwrite)
     return report
 
 
@@ -198,7 +207,8 @@ def check_labels(labels, num_classes):
 
     Args:
         labels: list, tuple or None. One class name per output: non-empty strings without line
-            breaks (`\\n`, `\\r`: the labels file holds one name per line), all distinct.
+            breaks (any that `str.splitlines` splits on, `\\u2028` and `\\x0c` too: the labels
+            file holds one name per line), all distinct.
         num_classes: int. The model's output width.
 
     Returns:
@@ -223,12 +233,15 @@ def check_labels(labels, num_classes):
             f"`labels` must name each of the model's {num_classes} classes. "
             f"Received: {len(labels)} labels"
         )
-    bad = [x for x in labels if not x.strip() or "\n" in x or "\r" in x]
-    if bad or len(set(labels)) != len(labels):
+    broken = [x for x in labels if x and x.splitlines() != [x]]
+    if broken:
         raise ValueError(
-            "`labels` must be distinct, non-empty names without line breaks. "
-            f"Received: labels={labels!r}"
+            "`labels` must not hold line breaks (`str.splitlines` splits the labels file on "
+            "\\n, \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, \\u2028, \\u2029): replace them with "
+            f"spaces. Received: {broken!r}"
         )
+    if any(not x.strip() for x in labels) or len(set(labels)) != len(labels):
+        raise ValueError(f"`labels` must be distinct, non-empty names. Received: labels={labels!r}")
     return list(labels)
 
 
@@ -245,6 +258,11 @@ def check_destination(export_dir, *, overwrite):
     ```
     """
     path = pathlib.Path(export_dir).expanduser().absolute()
+    if path.is_symlink() and not path.exists():
+        raise ValueError(
+            "`export_dir` is a link to a folder that is gone; remove the link or export to "
+            f"another folder. Received: export_dir={str(path)!r}"
+        )
     if not path.exists():
         return path
     if not path.is_dir():
@@ -262,6 +280,26 @@ def check_destination(export_dir, *, overwrite):
             f"even with overwrite=True. Received: export_dir={str(path)!r}"
         )
     return path
+
+
+def _publish(folder, export_dir, *, overwrite):
+    """Publishes `folder` at `export_dir`, re-checking what is there at that moment."""
+    try:
+        atomic.publish(folder, export_dir, replaceable=_replaceable if overwrite else None)
+    except FileExistsError:
+        if overwrite:
+            why, what = "it is not a tltk export (no export.json)", "to another folder"
+        else:
+            why, what = "overwrite=False", "with overwrite=True to replace a tltk export"
+        raise ValueError(
+            f"`export_dir` was written by someone else while this export ran, and {why}: tltk "
+            f"replaced nothing and discarded this export. Export again {what}. "
+            f"Received: export_dir={str(export_dir)!r}"
+        ) from None
+
+
+def _replaceable(path):
+    return path.is_dir() and (not any(path.iterdir()) or (path / RECORD_FILE).is_file())
 
 
 def _gate(report, parity):

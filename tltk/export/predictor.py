@@ -7,13 +7,14 @@ import json
 import pathlib
 import zipfile
 
-import keras
 import numpy as np
 
+from tltk import atomic
 from tltk.export.images import image_batch
 from tltk.export.record import RECORD_FILE
 from tltk.export.runtime import NUM_THREADS, KerasRunner, SavedModelRunner, TFLiteRunner
 from tltk.export.saved_model import EXTRA_ASSETS, LABELS_FILE, read_labels
+from tltk.model_file import load_model
 
 
 class Predictor:
@@ -95,7 +96,10 @@ class Predictor:
 def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     """Loads a `.keras` file, a SavedModel or a `.tflite` file as a `Predictor`.
 
-    TFLite files run with the LiteRT interpreter (`ai-edge-litert`). Class names come from the
+    A path in a `tltk.export` folder is resolved once to the export's current version, which is
+    held until loading ends: the files loaded (SavedModel graph and variables, labels) come from
+    one export even while another process replaces it. TFLite files run with the LiteRT
+    interpreter (`ai-edge-litert`). Class names come from the
     file itself when it carries them (the labels embedded in a tltk `.tflite`, a tltk SavedModel's
     `assets.extra/labels.txt`), else from a `labels.txt` beside it, else `"0"`, `"1"`, ...
     A tltk export folder loads its SavedModel, or its first TFLite file when it has none. Text
@@ -109,7 +113,11 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
         num_threads: int. TFLite interpreter threads. Defaults to `2`.
 
     Returns:
-        A `Predictor`.
+        A `Predictor` (its `path` names the version loaded).
+
+    Raises:
+        ValueError: `path` is none of these, or the folder's `export.json` is damaged or names a
+            file outside the folder.
 
     Example:
 
@@ -118,11 +126,15 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     names, probabilities = predictor.predict(images)
     ```
     """
-    path = pathlib.Path(path)
+    with atomic.reading(path) as resolved:
+        return _load(resolved, class_names=class_names, num_threads=num_threads)
+
+
+def _load(path, *, class_names, num_threads):
     if (path / RECORD_FILE).is_file() and not (path / "saved_model.pb").is_file():
         path = _pick_from_export(path)
     if path.is_file() and path.suffix == ".keras":
-        runner, kind, found = KerasRunner(keras.models.load_model(path)), "keras", None
+        runner, kind, found = KerasRunner(load_model(path)), "keras", None
     elif path.is_dir() and (path / "saved_model.pb").is_file():
         runner, kind = SavedModelRunner(path), "saved_model"
         found = _labels_file(path / EXTRA_ASSETS / LABELS_FILE)
@@ -146,13 +158,35 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
 def _pick_from_export(folder):
     if (folder / "saved_model" / "saved_model.pb").is_file():
         return folder / "saved_model"
-    record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
-    for entry in record.get("files", []):
+    for entry in _record_files(folder):
         if entry.get("format") == "tflite" and (folder / entry["path"]).is_file():
             return folder / entry["path"]
     raise ValueError(
         f"The export folder {folder} holds no model file. Received: path={str(folder)!r}"
     )
+
+
+def _record_files(folder):
+    """The `files` entries of an export folder's record, each path checked to stay inside it."""
+    record_path = folder / RECORD_FILE
+    try:
+        files = json.loads(record_path.read_text(encoding="utf-8"))["files"]
+        paths = [entry["path"] for entry in files]
+        if not all(isinstance(p, str) and p for p in paths):
+            raise TypeError("a file's path is not a name")
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError, UnicodeDecodeError too
+        raise ValueError(
+            f"{record_path} is damaged ({type(error).__name__}: {error}); export the model "
+            "again, or load one of the folder's model files by its path."
+        ) from None
+    inside = folder.resolve()
+    for name in paths:
+        if not (folder / name).resolve().is_relative_to(inside):
+            raise ValueError(
+                f"{record_path} names {name!r}, outside the export folder; tltk loads only files "
+                "inside it. Export the model again, or load that file by its own path."
+            )
+    return files
 
 
 def _embedded_labels(path):
