@@ -1,6 +1,8 @@
-"""Shared test helpers: tiny registered backbones with BatchNorm and named groups."""
+"""Shared test helpers: tiny registered backbones with BatchNorm and named groups; tiny TF Hub
+modules."""
 
 import keras
+import tensorflow as tf
 
 import tltk
 
@@ -48,3 +50,50 @@ def tiny_bn_cnn(name, blocks, *, preprocessing="unit", initializer="glorot_unifo
 TINY_BN_CNN = tiny_bn_cnn(
     "test_tiny_bn_cnn", (("stem", 8, 2, 3), ("mid", 16, 2, 3), ("top", 16, 2, 3))
 )
+
+
+class ImageFeatureVector(tf.Module):
+    """Conv -> BatchNorm-like normalisation (moving statistics) -> ReLU -> mean: (batch, 8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = tf.Variable(
+            tf.random.stateless_normal((3, 3, 3, 8), seed=(1, 2)) * 0.5, name="conv/kernel"
+        )
+        self.gamma = tf.Variable(tf.ones(8), name="bn/gamma")
+        self.beta = tf.Variable(tf.zeros(8), name="bn/beta")
+        self.moving_mean = tf.Variable(tf.zeros(8), trainable=False, name="bn/moving_mean")
+        self.moving_variance = tf.Variable(tf.ones(8), trainable=False, name="bn/moving_variance")
+
+    @tf.function
+    def __call__(self, images, training=False):
+        x = tf.nn.conv2d(images, self.kernel, 1, "SAME")
+        if training:
+            mean, variance = tf.nn.moments(x, [0, 1, 2])
+            self.moving_mean.assign(0.9 * self.moving_mean + 0.1 * mean)
+            self.moving_variance.assign(0.9 * self.moving_variance + 0.1 * variance)
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        x = tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, 1e-3)
+        return tf.reduce_mean(tf.nn.relu(x), [1, 2])
+
+
+def save_reusable(module, path, call, regularization_losses=()):
+    """Saves a reusable SavedModel (TF Hub's convention: callable, with variable lists)."""
+    root = tf.train.Checkpoint()
+    root.module = module
+    root.__call__ = call
+    root.variables = list(module.variables)
+    root.trainable_variables = list(module.trainable_variables)
+    root.regularization_losses = list(regularization_losses)
+    tf.saved_model.save(root, str(path))
+    return str(path)
+
+
+def image_hub_module(folder):
+    """Saves an `ImageFeatureVector` as a reusable module (images in, `training` either way)."""
+    module = ImageFeatureVector()
+    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+    for training in (True, False):
+        module.__call__.get_concrete_function(spec, training)
+    return save_reusable(module, folder, module.__call__)

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tltk
+from tests.helpers import image_hub_module, save_reusable
 from tltk.backbones import hub
 from tltk.backbones.hub import HubLayer
 from tltk.export import export, load_exported
@@ -23,32 +24,6 @@ from tltk.text import build_text_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ["good", "great", "lovely", "bad", "awful", "poor", "movie", "food", "the", "was"]
-
-
-class _ImageFeatureVector(tf.Module):
-    """Conv -> BatchNorm-like normalisation (moving statistics) -> ReLU -> mean: (batch, 8)."""
-
-    def __init__(self):
-        super().__init__()
-        self.kernel = tf.Variable(
-            tf.random.stateless_normal((3, 3, 3, 8), seed=(1, 2)) * 0.5, name="conv/kernel"
-        )
-        self.gamma = tf.Variable(tf.ones(8), name="bn/gamma")
-        self.beta = tf.Variable(tf.zeros(8), name="bn/beta")
-        self.moving_mean = tf.Variable(tf.zeros(8), trainable=False, name="bn/moving_mean")
-        self.moving_variance = tf.Variable(tf.ones(8), trainable=False, name="bn/moving_variance")
-
-    @tf.function
-    def __call__(self, images, training=False):
-        x = tf.nn.conv2d(images, self.kernel, 1, "SAME")
-        if training:
-            mean, variance = tf.nn.moments(x, [0, 1, 2])
-            self.moving_mean.assign(0.9 * self.moving_mean + 0.1 * mean)
-            self.moving_variance.assign(0.9 * self.moving_variance + 0.1 * variance)
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        x = tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, 1e-3)
-        return tf.reduce_mean(tf.nn.relu(x), [1, 2])
 
 
 class _SignatureOnly(tf.Module):
@@ -124,25 +99,10 @@ def _no_network(*args, **kwargs):
     )
 
 
-def _save_reusable(module, path, call, regularization_losses=()):
-    """Saves a reusable SavedModel (TF Hub's convention: callable, with variable lists)."""
-    root = tf.train.Checkpoint()
-    root.module = module
-    root.__call__ = call
-    root.variables = list(module.variables)
-    root.trainable_variables = list(module.trainable_variables)
-    root.regularization_losses = list(regularization_losses)
-    tf.saved_model.save(root, str(path))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory):
     base = tmp_path_factory.mktemp("hub_modules")
-    image = _ImageFeatureVector()
     spec = tf.TensorSpec([None, None, None, 3], tf.float32)
-    for training in (True, False):
-        image.__call__.get_concrete_function(spec, training)
     signature = _SignatureOnly()
     tf.saved_model.save(
         signature,
@@ -161,12 +121,12 @@ def modules(tmp_path_factory):
     text = _TextEmbedding(str(vocabulary))
     (base / "NotASavedModel").mkdir()
     return {
-        "image": _save_reusable(image, base / "Image_Module", image.__call__),
+        "image": image_hub_module(base / "Image_Module"),
         "signature": str(base / "signature"),
-        "text": _save_reusable(text, base / "text", text.__call__),
+        "text": save_reusable(text, base / "text", text.__call__),
         "empty": str(base / "NotASavedModel"),
-        "scaled": _save_reusable(scaled, base / "scaled", scaled.__call__, [scaled.l2]),
-        "bad_losses": _save_reusable(scaled, base / "bad", scaled.__call__, [tf.Variable(1.0)]),
+        "scaled": save_reusable(scaled, base / "scaled", scaled.__call__, [scaled.l2]),
+        "bad_losses": save_reusable(scaled, base / "bad", scaled.__call__, [tf.Variable(1.0)]),
     }
 
 
@@ -377,7 +337,8 @@ def test_keras_layer_arguments_survive_a_keras_file(modules, tmp_path):
     model.fit(images, np.ones((8, 2)), epochs=2, batch_size=4, verbose=0)
     model.save(tmp_path / "model.keras")
 
-    loaded = keras.models.load_model(tmp_path / "model.keras")  # safe mode
+    trusted = [modules["scaled"], modules["signature"]]  # safe mode loads only trusted modules
+    loaded = tltk.load_model(tmp_path / "model.keras", trusted_hub_handles=trusted)
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
     )
@@ -429,8 +390,8 @@ def saved(modules, tmp_path_factory):
     return folder
 
 
-def test_image_model_reloads_and_exports(saved, tmp_path):
-    model = keras.models.load_model(saved / "image.keras")  # safe mode
+def test_image_model_reloads_and_exports(modules, saved, tmp_path):
+    model = tltk.load_model(saved / "image.keras", trusted_hub_handles=modules["image"])
     images, _ = _images()
     np.testing.assert_allclose(
         model.predict(images, verbose=0), np.load(saved / "image.npy"), atol=1e-6
@@ -452,7 +413,7 @@ def test_image_model_reloads_and_exports(saved, tmp_path):
 
 def test_text_embedding_module_learns_reloads_and_exports(modules, saved, tmp_path):
     assert np.load(saved / "text_accuracy.npy")[-1] == 1.0
-    model = keras.models.load_model(saved / "text.keras")
+    model = tltk.load_model(saved / "text.keras", trusted_hub_handles=modules["text"])
     assert [layer.name for layer in model.layers] == [
         "text",
         hub.adhoc_name(modules["text"]),
@@ -472,16 +433,17 @@ def test_text_embedding_module_learns_reloads_and_exports(modules, saved, tmp_pa
     np.testing.assert_allclose(serve(text=tf.constant(TEXTS))["probabilities"], expected, atol=1e-6)
 
 
-def test_models_reload_in_safe_mode_in_a_fresh_process(saved):
+def test_models_reload_in_safe_mode_in_a_fresh_process(modules, saved):
     script = textwrap.dedent(
         f"""
         import sys; sys.path.insert(0, {REPO!r})
         import keras, numpy as np, tensorflow as tf, tltk, tltk.backbones.hub
-        image = keras.models.load_model({str(saved / "image.keras")!r}, safe_mode=True)
+        with tltk.trust_hub_handles({[modules["image"], modules["text"]]!r}):  # safe mode
+            image = keras.models.load_model({str(saved / "image.keras")!r}, safe_mode=True)
+            text = keras.models.load_model({str(saved / "text.keras")!r}, safe_mode=True)
         x = np.random.default_rng(0).uniform(0, 255, (24, 16, 16, 3)).astype("float32")
         print(np.abs(image.predict(x, verbose=0) - np.load({str(saved / "image.npy")!r})).max())
         print([g.name for g in tltk.layer_groups(image)])
-        text = keras.models.load_model({str(saved / "text.keras")!r}, safe_mode=True)
         texts = {TEXTS!r}
         expected = np.load({str(saved / "text.npy")!r})
         print(np.abs(text.predict(tf.constant(texts), verbose=0) - expected).max())

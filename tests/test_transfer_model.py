@@ -17,7 +17,7 @@ import tltk
 from tltk import builders
 from tltk.backbones.hub import is_text_backbone
 from tltk.lr_multipliers import decayed_multipliers
-from tests.test_hub import _ImageFeatureVector, _save_reusable
+from tests.helpers import image_hub_module
 from tests.test_keras_hub import TORCH, _preset, _tiny_resnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,14 +37,6 @@ def _tiny_bert(folder):
     ).save_to_preset(str(folder))
     keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(str(folder))
     return str(folder)
-
-
-def _hub_module(folder):
-    module = _ImageFeatureVector()
-    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
-    for training in (True, False):
-        module.__call__.get_concrete_function(spec, training)
-    return _save_reusable(module, folder, module.__call__)
 
 
 def _minilm():
@@ -85,7 +77,7 @@ def saved(tmp_path_factory):
         ),
         "demo": tltk.build_classifier("tltk_glyphnet", 3),
         "tfhub": tltk.build_classifier(
-            "hub:" + _hub_module(base / "hub"), 3, input_shape=(32, 32, 3)
+            "hub:" + image_hub_module(base / "hub"), 3, input_shape=(32, 32, 3)
         ),
         "keras_hub_image": tltk.build_classifier("keras_hub:" + resnet, 3, input_shape=(32, 32, 3)),
         "keras_hub_text": tltk.build_text_classifier(
@@ -114,7 +106,8 @@ def test_structure_survives_a_reload_in_a_fresh_process(saved):
         from tests.test_transfer_model import _describe
         out = {{}}
         for kind in {sorted(records)!r}:
-            model = keras.models.load_model(r"{base}/" + kind + ".keras")
+            with tltk.trust_hub_handles(r"{base}/hub"):  # the tfhub model's module
+                model = keras.models.load_model(r"{base}/" + kind + ".keras")
             out[kind] = _describe(model, np.load(r"{base}/" + kind + ".npy"))
         print("RESULT" + json.dumps(out))
         """

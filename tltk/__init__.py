@@ -17,6 +17,7 @@ from tltk import data, datasets
 from tltk.augment import augmentation
 from tltk.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone
 from tltk.backbones.hub import HubLayer
+from tltk.backbones.hub_module import trust_hub_handles
 from tltk.builders import build_classifier
 from tltk.data import class_weights
 from tltk.evaluate import EvaluationReport, evaluate
@@ -26,6 +27,7 @@ from tltk.layers import ImagePreprocessing
 from tltk.legacy import upgrade_model
 from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import discriminative_optimizer
+from tltk.model_file import load_model
 from tltk.export.text import export_text
 from tltk.text import build_text_classifier, load_text_topics
 from tltk.training import FineTuneResult, fine_tune
@@ -63,9 +65,11 @@ __all__ = [
     "layer_groups",
     "list_backbones",
     "load_exported",
+    "load_model",
     "load_text_topics",
     "register_backbone",
     "train_from_directory",
+    "trust_hub_handles",
     "unfreeze",
     "upgrade_model",
 ]

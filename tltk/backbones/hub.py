@@ -3,7 +3,9 @@
 `hub.KerasLayer` does not work inside Keras 3 models (tensorflow/hub#903). `HubLayer` loads the
 SavedModel with `tf.saved_model.load` and tracks its variables as Keras variables (as
 `keras.layers.TFSMLayer` does), so it trains, saves to `.keras`, reloads and exports like any
-Keras layer. Handles go through `tensorflow_hub.resolve`, so its cache and `TFHUB_CACHE_DIR` apply.
+Keras layer. Handles go through `tensorflow_hub.resolve`, with `TFHUB_CACHE_DIR` or tltk's
+per-user cache (`hub_cache_dir()`). A saved model file loads a HubLayer only when trusted
+(`trust_hub_handles`), as Keras' safe mode refuses its own `TFSMLayer`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tltk.backbones.hub_module import (
     EXPECTED,
     NETWORK_TIMEOUT_S,  # noqa: F401  (re-exported: keras_hub.py imports it from here)
     URL_SCHEME,
+    check_may_load,
     load_module,
     module_variables,
     network_timeout,  # noqa: F401  (re-exported, as NETWORK_TIMEOUT_S)
@@ -43,7 +46,10 @@ class HubLayer(keras.layers.Layer):
     `signatures["default"]` or the named `signature`. The module must return a feature vector,
     `(batch, features)`; pick one output of a dict with `output_key`. The config holds the handle,
     so a `.keras` file reloads the module from it (from the TF Hub cache when offline) and then
-    sets the saved, fine-tuned values.
+    sets the saved, fine-tuned values. As the module's graph runs on load, a model file loads a
+    HubLayer in Keras' safe mode only for a handle trusted with `tltk.trust_hub_handles` (or
+    `tltk.load_model(..., trusted_hub_handles=...)`, `--trust-hub-handle`), else with Keras'
+    `safe_mode=False`.
 
     With `trainable=True` the module's trainable variables train; the others (BatchNorm
     statistics) never receive gradients, and the reusable module's `regularization_losses` (zero-
@@ -247,6 +253,11 @@ class HubLayer(keras.layers.Layer):
                 "feature-vector module or pick another output with `output_key`."
             )
         return outputs
+
+    @classmethod
+    def from_config(cls, config):
+        check_may_load(config.get("handle"))  # before anything of the module is read
+        return super().from_config(config)
 
     def _get_own_losses(self):
         # Keras 3 collects a layer's losses through this method (for `layer.losses` and the

@@ -1,17 +1,21 @@
 """Finding and loading a TF Hub module: a handle or folder to a local SavedModel, then its
-variables. `tltk.backbones.hub` builds the Keras layer on top of these.
+variables; the per-user download cache; which handles a saved model file may load.
+`tltk.backbones.hub` builds the Keras layer on top of these.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
+import shlex
 import socket
 import sys
 import types
 
 import tensorflow as tf
+from keras.src.saving import serialization_lib  # in_safe_mode(), as Keras' own TFSMLayer reads it
 
 # Seconds a download may wait on the network before it is called unreachable.
 NETWORK_TIMEOUT_S = 20
@@ -20,13 +24,90 @@ EXPECTED = (
     "a TF Hub or Kaggle model handle (https://tfhub.dev/..., https://www.kaggle.com/models/...) "
     "or a local folder holding a TF2 SavedModel (saved_model.pb)"
 )
+CACHE_VARIABLE = "TFHUB_CACHE_DIR"
+_TRUSTED = contextvars.ContextVar("tltk_trusted_hub_handles", default=frozenset())
+
+
+def hub_cache_dir():
+    """The TF Hub download cache tltk uses: `TFHUB_CACHE_DIR` if set, else a per-user folder.
+
+    tensorflow_hub's own default is `<tmp>/tfhub_modules`, one predictably named folder shared by
+    every user of the machine, where anyone could plant a module under a handle's hashed name;
+    tltk's default is `tfhub_modules` in Keras' per-user folder (`KERAS_HOME`, else `~/.keras`).
+
+    Example:
+
+    >>> import os
+    >>> hub_cache_dir() == os.environ.get("TFHUB_CACHE_DIR", hub_cache_dir())
+    True
+    """
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
+    default = os.path.join(os.path.expanduser(keras_home), "tfhub_modules")
+    return os.environ.get(CACHE_VARIABLE) or default
+
+
+@contextlib.contextmanager
+def trust_hub_handles(handles):
+    """Lets saved model files load `HubLayer`s of these TF Hub handles or folders, in safe mode.
+
+    A `HubLayer` loads and runs a SavedModel's graph, which can read and write files, so a
+    `.keras` file naming one could run anything. Keras' safe mode (the default of
+    `keras.models.load_model` and of every tltk entry point) therefore refuses HubLayers, except
+    those whose handle is trusted here; local folders match by their real path. Building a
+    HubLayer in Python needs no trust. `tltk.load_model(path, trusted_hub_handles=...)` and the
+    `--trust-hub-handle` option of the `tltk` command do the same for one call.
+
+    Args:
+        handles: str or list of str. TF Hub / Kaggle URLs or local SavedModel folders.
+
+    Example:
+
+    ```python
+    handle = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+    with tltk.trust_hub_handles([handle]):
+        predictor = tltk.load_exported("runs/pets/model.keras")
+    ```
+    """
+    handles = [handles] if isinstance(handles, str) else list(handles)
+    if not all(isinstance(h, str) and h.strip() for h in handles):
+        raise ValueError(
+            f"Trusted hub handles must be non-empty strings. Received: handles={handles!r}"
+        )
+    token = _TRUSTED.set(_TRUSTED.get() | {_key(h) for h in handles})
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def check_may_load(handle):
+    """Raises while Keras deserializes in safe mode, unless `handle` is trusted (see above)."""
+    if not serialization_lib.in_safe_mode():
+        return  # building in Python, or Keras' safe_mode=False / enable_unsafe_deserialization()
+    if isinstance(handle, str) and handle.strip() and _key(handle) in _TRUSTED.get():
+        return
+    raise ValueError(
+        f"Refused to load the TF Hub module {handle!r} named in a saved model file: a SavedModel "
+        "runs its own graph code when loaded and called, so Keras' safe mode (the default, also "
+        "in every tltk command) loads none that is not trusted. If you trust this file and "
+        f"module, opt in with `tltk.load_model(path, trusted_hub_handles=[{handle!r}])` or "
+        f"`with tltk.trust_hub_handles([{handle!r}]):` around the call, `--trust-hub-handle "
+        f"{shlex.quote(str(handle))}` on the tltk command line, or Keras' `safe_mode=False` / "
+        "`keras.config.enable_unsafe_deserialization()`."
+    )
+
+
+def _key(handle):
+    """What a trusted handle matches by: a URL as written, a local folder by its real path."""
+    return handle if URL_SCHEME.match(handle) else os.path.realpath(os.path.expanduser(handle))
 
 
 def resolve_handle(handle, *, timeout=NETWORK_TIMEOUT_S):
     """Turns a TF Hub / Kaggle handle or a local folder into the local folder of a SavedModel.
 
     URLs go through `tensorflow_hub.resolve`, which downloads once into its cache
-    (`TFHUB_CACHE_DIR`) and reads from it afterwards, offline included.
+    (`hub_cache_dir()`, set as `TFHUB_CACHE_DIR` for tensorflow_hub when unset) and reads from
+    it afterwards, offline included.
 
     Args:
         handle: str. A TF Hub or Kaggle model URL, a `gs://` path, or a local folder.
@@ -45,6 +126,9 @@ def resolve_handle(handle, *, timeout=NETWORK_TIMEOUT_S):
         raise ValueError(f"`handle` must be {EXPECTED}. Received: handle={handle!r}")
     if URL_SCHEME.match(handle):
         hub = _import_tensorflow_hub()
+        if not os.environ.get(CACHE_VARIABLE):
+            os.environ[CACHE_VARIABLE] = hub_cache_dir()  # not tensorflow_hub's shared /tmp one
+            os.makedirs(os.environ[CACHE_VARIABLE], mode=0o700, exist_ok=True)
         try:
             with network_timeout(timeout):
                 path = hub.resolve(handle)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import keras
 
+from tltk.model_file import load_model
+
 logger = logging.getLogger("tltk")
 
 WHOLE_MODEL_SUFFIXES = (".keras", ".h5")
@@ -75,8 +77,10 @@ def load_weights_file(backbone: keras.Model, path: str) -> WeightsReport:
     """Loads `path` into `backbone`.
 
     A `.weights.h5` file is the backbone's own weights (`backbone.save_weights`) and must match
-    exactly. A whole model (`.keras` or `.h5`) is searched for layers with the same name and
-    weight shapes as the backbone's; matches are copied, and zero matches is an error.
+    exactly. A whole model (`.keras` or `.h5`) is opened with `tltk.load_model`, in safe mode
+    (its TF Hub modules load only when trusted, see `tltk.trust_hub_handles`), and searched for
+    layers with the same name and weight shapes as the backbone's; matches are copied, and zero
+    matches is an error.
 
     Args:
         backbone: keras.Model. The backbone to fill.
@@ -100,7 +104,7 @@ def load_weights_file(backbone: keras.Model, path: str) -> WeightsReport:
             ) from error
         return WeightsReport(path, tuple(with_weights), ())
 
-    source = keras.models.load_model(path, compile=False)
+    source = load_model(path, compile=False)
     donors = {}
     for layer in _leaf_layers(source):
         if layer.weights:
