@@ -15,7 +15,9 @@ from click.testing import CliRunner
 
 import tltk
 from tests.helpers import TINY_BN_CNN, image_hub_module
+from tltk.backbones import hub_module
 from tltk.cli import main
+from tltk.doctor import run_checks
 
 OPT_IN = "Refused to load the TF Hub module"
 URL = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
@@ -185,3 +187,41 @@ def test_bad_trusted_handles_are_rejected():
     with pytest.raises(ValueError, match="non-empty strings.*Received: handles=\\[''\\]"):
         with tltk.trust_hub_handles([""]):
             pass
+
+
+def test_hub_cache_defaults_to_a_per_user_folder(trusted, tmp_path, monkeypatch):
+    """With TFHUB_CACHE_DIR unset, handles resolve in Keras' per-user folder, not /tmp."""
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / "tfhub_modules"
+    cache.mkdir(parents=True)
+    planted = cache / hashlib.sha1(URL.encode()).hexdigest()
+    os.symlink(trusted[1], planted)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+    assert hub_module.hub_cache_dir() == str(cache)
+    assert hub_module.resolve_handle(URL) == str(planted)
+    assert os.environ["TFHUB_CACHE_DIR"] == str(cache)  # what tensorflow_hub was told
+
+
+def _hub_cache_check():
+    (check,) = [c for c in run_checks() if c.name.startswith("TF Hub cache")]
+    return check
+
+
+def test_doctor_warns_about_a_shared_hub_cache(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    for folder in (shared, shared / "not_yet"):  # planted in, or created first by someone else
+        monkeypatch.setenv("TFHUB_CACHE_DIR", str(folder))
+        check = _hub_cache_check()
+        assert not check.ok and "writable by every user" in check.detail
+        assert "Set TFHUB_CACHE_DIR to a folder only you can write" in check.fix
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(private))
+    assert _hub_cache_check().ok
+    monkeypatch.delenv("TFHUB_CACHE_DIR")
+    monkeypatch.setenv("KERAS_HOME", str(private))
+    check = _hub_cache_check()
+    assert check.ok and check.detail == str(private / "tfhub_modules")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import pathlib
 import sys
@@ -29,6 +30,40 @@ def _one_line_errors(command):
             raise click.ClickException(message) from error
 
     return wrapper
+
+
+class _Rate(click.types.FloatParamType):
+    """A learning rate: a positive, finite float (`nan` and `inf` are floats to Python)."""
+
+    name = "rate"
+
+    def convert(self, value, param, ctx):
+        rate = super().convert(value, param, ctx)
+        if not (math.isfinite(rate) and rate > 0):
+            self.fail(f"{value!r} is not a positive, finite number.", param, ctx)
+        return rate
+
+
+def _trusting_hub_handles(command):
+    """Adds `--trust-hub-handle` and runs `command` with those TF Hub handles trusted."""
+
+    @functools.wraps(command)
+    def wrapper(*args, trusted_hub_handles, **kwargs):
+        from tltk.backbones.hub_module import trust_hub_handles
+
+        with trust_hub_handles(trusted_hub_handles):
+            return command(*args, **kwargs)
+
+    return click.option(
+        "--trust-hub-handle",
+        "trusted_hub_handles",
+        multiple=True,
+        metavar="HANDLE",
+        help=(
+            "Let model files load this TF Hub handle or SavedModel folder (its graph runs); "
+            "repeat for several. Without it, a model file naming one is refused."
+        ),
+    )(wrapper)
 
 
 def _quiet_tensorflow():
@@ -160,17 +195,19 @@ def demo(out_dir, epochs, quiet):
     "--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen."
 )
 @click.option("--head-epochs", type=int, default=None, help="Epochs of the head-only stage.")
-@click.option("--learning-rate", type=float, default=None, help="Peak rate of the head-only stage.")
+@click.option(
+    "--learning-rate", type=_Rate(), default=None, help="Peak rate of the head-only stage."
+)
 @click.option(
     "--fine-tune-lr",
-    type=float,
+    type=_Rate(),
     default=None,
     help="Peak rate of the head once the backbone is unfrozen.",
 )
 @click.option(
     "--image-size", type=int, default=None, help="Square input size (default: the backbone's)."
 )
-@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option(
     "--augment",
     type=click.Choice(["none", "light", "medium", "strong"]),
@@ -184,6 +221,7 @@ def demo(out_dir, epochs, quiet):
     help="TFLite quantization; repeat for several.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_trusting_hub_handles
 @_one_line_errors
 def train(
     data_dir,
@@ -213,7 +251,7 @@ def train(
         backbone=backbone,
         weights=None if weights.lower() == "none" else weights,
         image_size=image_size,
-        batch_size=batch_size or d["batch_size"],
+        batch_size=d["batch_size"] if batch_size is None else batch_size,
         head_epochs=d["head_epochs"] if head_epochs is None else head_epochs,
         epochs=d["epochs"] if epochs is None else epochs,
         learning_rate=d["learning_rate"] if learning_rate is None else learning_rate,
@@ -229,7 +267,8 @@ def train(
 @click.argument("model_path", type=click.Path(exists=True))
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", default=None, help="Folder for report.json and plots.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@_trusting_hub_handles
 @_one_line_errors
 def evaluate_command(model_path, data_dir, out_dir, batch_size):
     """Evaluate a .keras, SavedModel or .tflite model on a folder (its test/ split if it has one).
@@ -261,7 +300,14 @@ def evaluate_command(model_path, data_dir, out_dir, batch_size):
 @main.command()
 @click.argument("model_path", type=click.Path(exists=True))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--top", type=int, default=3, show_default=True, help="Classes to show per input.")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Classes to show per input.",
+)
+@_trusting_hub_handles
 @_one_line_errors
 def predict(model_path, inputs, top):
     """Predict classes of images (files or folders) with a .keras, SavedModel or .tflite model;
@@ -327,18 +373,18 @@ def _image_files(items):
     help="Image folder for int8 calibration and the parity gate.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
+@_trusting_hub_handles
 @_one_line_errors
 def export_command(model_path, out_dir, quantize, data_dir, overwrite):
     """Export a .keras model as a SavedModel and TFLite files, checked against Keras.
 
     Example: tltk export runs/photos/model.keras exports/photos --quantize int8 --data photos/
     """
-    import keras
-
     from tltk import data as tltk_data
     from tltk.export import export
+    from tltk.model_file import load_model
 
-    model = keras.models.load_model(model_path)
+    model = load_model(model_path)
     samples = class_names = None
     if data_dir:
         data = tltk_data.from_directory(

@@ -7,8 +7,8 @@ import importlib
 import importlib.metadata
 import os
 import pathlib
+import stat
 import sys
-import tempfile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,21 @@ def _writable(folder):
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return os.access(probe, os.W_OK), folder
+
+
+def _shared(folder):
+    """Why others could plant files in `folder` (or create it first), or `""` when they cannot."""
+    folder = pathlib.Path(folder).expanduser()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    mode = probe.stat()
+    where = "it" if probe == folder else f"{probe}, where it would be created,"
+    if mode.st_mode & stat.S_IWOTH:
+        return f"{where} is writable by every user"
+    if probe == folder and mode.st_uid != os.getuid():
+        return "it belongs to another user"
+    return ""
 
 
 def run_checks() -> list:
@@ -112,21 +127,25 @@ def run_checks() -> list:
         )
     )
 
+    from tltk.backbones.hub_module import hub_cache_dir
+
     caches = {
         "Keras cache (KERAS_HOME)": os.environ.get("KERAS_HOME", "~/.keras"),
-        "TF Hub cache (TFHUB_CACHE_DIR)": os.environ.get(
-            "TFHUB_CACHE_DIR", os.path.join(tempfile.gettempdir(), "tfhub_modules")
-        ),
+        "TF Hub cache (TFHUB_CACHE_DIR)": hub_cache_dir(),
         "TFDS data (TFDS_DATA_DIR)": os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"),
     }
     for name, folder in caches.items():
         ok, path = _writable(folder)
         variable = name.split("(")[1].rstrip(")")
-        checks.append(
-            Check(
-                name, ok, str(path), f"Make {path} writable or set {variable} to a writable folder."
+        fix = f"Make {path} writable or set {variable} to a writable folder."
+        shared = _shared(folder) if variable == "TFHUB_CACHE_DIR" else ""
+        if shared:  # anyone could plant a module there under a handle's hashed name
+            ok, fix = (
+                False,
+                f"Set {variable} to a folder only you can write, such as ~/.keras/tfhub_modules.",
             )
-        )
+            path = f"{path} ({shared}: others could plant TF Hub modules in it)"
+        checks.append(Check(name, ok, str(path), fix))
 
     try:
         from tltk.backbones import glyphnet

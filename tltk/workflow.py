@@ -86,6 +86,7 @@ def train_from_directory(
         data_dir: str or Path. A class-folder tree, or one with `train/`, `validation/`, `test/`.
         out_dir: str or Path. Run folder: `model.keras`, `report/` (report.json and plots) and
             `export/` (SavedModel, TFLite files, labels, record). An earlier run there is replaced.
+            It may not lie inside `data_dir` (a later run would train on its files).
         backbone: str. Registry name. Defaults to `"mobilenet_v2"`.
         weights: str or None. Backbone weights, as in `build_classifier`. Defaults to
             `"default"`: the backbone's own first pretrained weights.
@@ -117,7 +118,7 @@ def train_from_directory(
     start = time.perf_counter()
     spec = get_backbone(backbone)
     size = _image_size(image_size, spec)
-    out_dir = pathlib.Path(out_dir)
+    out_dir = _outside(pathlib.Path(out_dir), pathlib.Path(data_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
 
@@ -207,6 +208,17 @@ def demo(out_dir="tltk_demo", *, head_epochs=30, epochs=10, verbose=1):
         test_split=0.15,
         verbose=verbose,
     )
+
+
+def _outside(out_dir, data_dir):
+    """`out_dir`, checked not to be `data_dir` or inside it (its images would become data)."""
+    if out_dir.resolve().is_relative_to(data_dir.resolve()):
+        raise ValueError(
+            f"The run folder {out_dir} is inside the data folder {data_dir}: the next run would "
+            "train on its files (report plots, exports). Pass an `out_dir` (--out) outside "
+            f"{data_dir}. Received: out_dir={str(out_dir)!r}"
+        )
+    return out_dir
 
 
 def _image_size(image_size, spec):
