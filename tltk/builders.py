@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from tltk import freezing
+from tltk.argcheck import is_integer
 from tltk.backbones.registry import BackboneSpec, get_backbone, is_registered
 from tltk.backbones.weights import construct_with_weights, load_weights_file
 from tltk.heads import OUTPUT_NAME, check_head_args, classification_head
@@ -55,7 +56,8 @@ def build_classifier(
             the spec has none. For a `keras.Model` backbone only a path is applied.
         pooling: str. `"avg"` or `"max"` global pooling. Defaults to `"avg"`.
         dropout: float. Dropout rate in the head. Defaults to `0.2`.
-        hidden_units: tuple. Hidden ReLU layer widths in the head. Defaults to `()`.
+        hidden_units: tuple or int. Hidden ReLU layer widths in the head (an int: one layer).
+            Defaults to `()`.
         multi_label: bool. Independent sigmoid outputs, one per label. Defaults to `False`.
         classifier_activation: str or None. `"softmax"`, `"sigmoid"`, or `None`/`"linear"` for
             logits. Ignored (set to sigmoid) when `multi_label=True` and left at `"softmax"`.
@@ -85,7 +87,7 @@ def build_classifier(
     """
     spec, custom = _resolve_backbone(backbone)
     input_shape = _check_input_shape(spec, custom, input_shape)
-    units, activation = check_head_args(
+    num_classes, units, activation = check_head_args(
         num_classes=num_classes,
         pooling=pooling,
         dropout=dropout,
@@ -174,11 +176,12 @@ def _check_input_shape(spec, custom, input_shape):
     if input_shape is None:
         return spec.default_input_shape()
     input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in input_shape):
+    if len(input_shape) != 3 or not all(is_integer(d) and d > 0 for d in input_shape):
         raise ValueError(
             "`input_shape` must be (height, width, channels) of positive integers. Received: "
             f"input_shape={input_shape}"
         )
+    input_shape = tuple(int(d) for d in input_shape)
     if input_shape[2] != spec.channels:
         raise ValueError(
             f"Backbone {spec.name!r} takes {spec.channels} input channels. Received: "

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltk.argcheck import integer
+from tltk.objectives import check_class_weight, check_labels
 from tltk.transfer_model import TransferModel
 
 PIXELS_PER_BATCH = 256 * 32 * 32  # images per extraction batch times their height and width
@@ -75,8 +77,7 @@ class FeatureCache:
                 f"Model {model.name!r} cannot train on cached features: it needs a frozen backbone "
                 "followed only by the head layers, as tltk.build_classifier makes."
             )
-        if not isinstance(views, int) or isinstance(views, bool) or views < 1:
-            raise ValueError(f"`views` must be a positive integer. Received: views={views!r}")
+        views = integer("views", views, minimum=1)
         augmentation = model.augmentation
         start = augmentation.output if augmentation is not None else model.inputs[0]
         extractor = keras.Model(start, cut.output, name=f"{model.name}_features")
@@ -100,6 +101,10 @@ class FeatureCache:
         ]
         self.steps_per_epoch = -(-len(self.train[0][0]) // self.batch_size)
         self.validation = None if validation is None else _extract(plain, validation)
+        check_labels(self.train[0][1], model, "`train`")
+        if self.validation is not None:
+            check_labels(self.validation[1], model, "`validation`")
+        self._model = model
 
     def fit(
         self,
@@ -127,20 +132,16 @@ class FeatureCache:
             metrics: sequence of keras.metrics.Metric. Logged by name, with `"val_"` versions.
                 Defaults to `()`.
             callbacks: sequence. Keras callbacks; they see `head`. Defaults to `()`.
-            class_weight: dict. `{class_index: weight}`, as in `fit`. Defaults to `None`.
+            class_weight: dict. `{class: weight}`, as `tltk.fine_tune` takes it (class indexes,
+                or names once the model's `class_names` are set). Defaults to `None`.
             verbose: int. 0 silent, 1 a progress bar, 2 one line per epoch. Defaults to `1`.
 
         Returns:
             The `keras.callbacks.History` of the run (`val_` entries with a validation set).
         """
         head = self.head
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-            raise ValueError(f"`epochs` must be an integer >= 0. Received: epochs={epochs!r}")
-        if class_weight is not None and not isinstance(class_weight, dict):
-            raise ValueError(
-                "`class_weight` must be a dict {class_index: weight}. "
-                f"Received: class_weight={class_weight!r}"
-            )
+        epochs = integer("epochs", epochs)
+        class_weight = check_class_weight(class_weight, self._model)
         if not all(isinstance(m, keras.metrics.Metric) for m in metrics):
             raise ValueError(
                 f"`metrics` must be keras.metrics.Metric objects. Received: metrics={metrics!r}"
@@ -267,7 +268,7 @@ def _tensors(arrays, class_weight):
     if labels.ndim > 1 and labels.shape[-1] > 1:
         labels = labels.argmax(-1)
     labels = np.round(labels.reshape(len(labels))).astype("int64")
-    weights = np.array([class_weight.get(int(c), 1.0) for c in labels], keras.config.floatx())
+    weights = np.array([class_weight[int(c)] for c in labels], keras.config.floatx())
     return tuple(tf.constant(a) for a in (*arrays, weights))
 
 

@@ -6,6 +6,8 @@ import typing
 
 import keras
 
+from tltk.argcheck import integer, is_integer, real
+
 POOLINGS = ("avg", "max")
 HEAD_PREFIX = "head_"
 OUTPUT_NAME = "predictions"
@@ -17,12 +19,16 @@ def check_head_args(
 ):
     """Validates head arguments before anything is built; raises `ValueError` naming the argument.
 
+    Integers may be numpy integers, and one hidden width may be given as an int (`128` is
+    `(128,)`).
+
     Returns:
-        `(hidden_units, activation)`: the hidden widths as a tuple, and the output activation
-        (`"sigmoid"` for a multi-label model left at `"softmax"`; `None` for logits).
+        `(num_classes, hidden_units, activation)`: the class count as an int, the hidden widths
+        as a tuple of ints, and the output activation (`"sigmoid"` for a multi-label model left
+        at `"softmax"`; `None` for logits).
     """
     minimum = 1 if multi_label else 2
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < minimum:
+    if not is_integer(num_classes) or num_classes < minimum:
         kind = "multi-label" if multi_label else "single-label"
         raise ValueError(
             f"`num_classes` must be an integer >= {minimum} for a {kind} classifier. "
@@ -30,13 +36,15 @@ def check_head_args(
         )
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}")
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
-    units = tuple(hidden_units or ())
-    if not all(isinstance(u, int) and u > 0 for u in units):
+    real("dropout", dropout, "[0, 1)")
+    if is_integer(hidden_units):
+        hidden_units = (hidden_units,)
+    if not isinstance(hidden_units, (list, tuple)) and hidden_units is not None:
         raise ValueError(
-            f"`hidden_units` must be positive integers. Received: hidden_units={hidden_units!r}"
+            "`hidden_units` must be a list or tuple of layer widths (or one width). "
+            f"Received: hidden_units={hidden_units!r}"
         )
+    units = tuple(integer("hidden_units", u, minimum=1) for u in hidden_units or ())
     if classifier_activation not in (None, "softmax", "sigmoid", "linear"):
         raise ValueError(
             "`classifier_activation` must be 'softmax', 'sigmoid', 'linear' or None. "
@@ -45,7 +53,7 @@ def check_head_args(
     activation = classifier_activation
     if multi_label and activation == "softmax":
         activation = "sigmoid"
-    return units, (None if activation == "linear" else activation)
+    return int(num_classes), units, (None if activation == "linear" else activation)
 
 
 class Head(typing.NamedTuple):

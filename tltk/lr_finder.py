@@ -9,7 +9,6 @@ compiled state is not touched.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import pathlib
 
 import keras
@@ -17,7 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from tltk import atomic
+from tltk.argcheck import integer, real
 from tltk.objectives import objective
+from tltk.training_inputs import check_batched, first_batch
 
 
 @dataclasses.dataclass
@@ -114,7 +115,7 @@ def find_lr(
     tltk.fine_tune(model, data.train, data.validation, learning_rate=result.suggestion)
     ```
     """
-    _check_args(train, min_lr, max_lr, steps, smoothing, divergence)
+    min_lr, max_lr, steps = _check_args(model, train, min_lr, max_lr, steps, smoothing, divergence)
     loss_fn = keras.losses.get(objective(model, train, loss=loss)[0])
     opt = _optimizer(optimizer, min_lr)
     rates = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
@@ -182,20 +183,16 @@ def _optimizer(optimizer, learning_rate):
     return choices[optimizer]()
 
 
-def _check_args(train, min_lr, max_lr, steps, smoothing, divergence):
-    if not isinstance(train, tf.data.Dataset):
-        raise ValueError(
-            "`train` must be a tf.data.Dataset of (images, labels) batches. "
-            f"Received: train={type(train).__name__}"
-        )
-    for name, value in (("min_lr", min_lr), ("max_lr", max_lr), ("divergence", divergence)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+def _check_args(model, train, min_lr, max_lr, steps, smoothing, divergence):
+    """Checks `find_lr`'s arguments; returns `(min_lr, max_lr, steps)` as float, float, int."""
+    check_batched(model, train, "train")
+    min_lr, max_lr = real("min_lr", min_lr, "(0, inf)"), real("max_lr", max_lr, "(0, inf)")
+    real("divergence", divergence, "(0, inf)")
     if max_lr <= min_lr:
         raise ValueError(
             f"`max_lr` must be greater than `min_lr`. Received: min_lr={min_lr}, max_lr={max_lr}"
         )
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 10:
-        raise ValueError(f"`steps` must be an integer >= 10. Received: steps={steps!r}")
-    if not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < 1:
-        raise ValueError(f"`smoothing` must be in [0, 1). Received: smoothing={smoothing!r}")
+    steps = integer("steps", steps, minimum=10)
+    real("smoothing", smoothing, "[0, 1)")
+    first_batch(train, "train")
+    return min_lr, max_lr, steps

@@ -8,11 +8,11 @@ optimizer state, and one step at multiplier `m` is exactly one step of the optim
 
 from __future__ import annotations
 
-import numbers
 import re
 
 import keras
 
+from tltk.argcheck import real
 from tltk.freezing import layer_groups
 from tltk.schedules import ScaledSchedule
 
@@ -110,12 +110,7 @@ def decayed_multipliers(model, lr_decay, *, trainable_only=True):
     >>> {name: round(m, 2) for name, m in decayed_multipliers(model, 0.3).items()}
     {'head': 1.0, 'top': 0.3, 'block3': 0.09}
     """
-    if (
-        not isinstance(lr_decay, numbers.Real)
-        or isinstance(lr_decay, bool)
-        or not 0 < lr_decay <= 1
-    ):
-        raise ValueError(f"`lr_decay` must be a number in (0, 1]. Received: lr_decay={lr_decay!r}")
+    lr_decay = real("lr_decay", lr_decay, "(0, 1]")
     groups = list(reversed(layer_groups(model)))
     return {
         g.name: float(lr_decay) ** k
@@ -160,5 +155,4 @@ def _check_optimizer(optimizer):
 
 
 def _check_multiplier(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    real(name, value, "(0, inf)")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from tltk.argcheck import is_integer, real
 from tltk.transfer_model import TransferModel
 
 
@@ -91,7 +93,71 @@ def _infer(model, labels):
     raise _mismatch(activation, units, labels)
 
 
+def classes(model):
+    """The number of classes a one-head classifier tells apart (2 for one sigmoid unit)."""
+    return max(int(output_layer(model).units), 2)
+
+
+def check_labels(labels, model, where):
+    """Raises a `ValueError` naming `where` if integer `labels` fall outside the model's classes."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or not labels.size:
+        return
+    count = classes(model)
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= count:
+        units = int(output_layer(model).units)
+        raise ValueError(
+            f"{where} holds label {low if low < 0 else high}, but the model has {units} "
+            f"output(s), classes 0..{count - 1}: build it with `num_classes` equal to the "
+            "data's class count (e.g. `data.num_classes`), or fix the labels."
+        )
+
+
+def check_class_weight(class_weight, model):
+    """`class_weight` as `{class_index: weight}` for every class, 1.0 where it names none.
+
+    Keys are class indexes or, once `model.class_names` is set, class names; weights are finite
+    numbers >= 0. Anything else raises a `ValueError` naming the key.
+    """
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, dict):
+        raise ValueError(
+            "`class_weight` must be a dict {class_index: weight}. "
+            f"Received: class_weight={class_weight!r}"
+        )
+    count = classes(model)
+    names = model.class_names if isinstance(model.class_names, list) else None
+    weights = dict.fromkeys(range(count), 1.0)
+    for key, value in class_weight.items():
+        if is_integer(key) and 0 <= key < count:
+            index = int(key)
+        elif names and key in names:
+            index = names.index(key)
+        else:
+            hint = (
+                f"or one of the model's class_names {names}"
+                if names
+                else ("(or class names, once `model.class_names` is set)")
+            )
+            label = f"class index {key}" if is_integer(key) else repr(key)
+            raise ValueError(
+                f"`class_weight` names {label}, but the model has {count} classes "
+                f"(0..{count - 1}): keys must be class indexes {hint}. "
+                f"Received: class_weight={class_weight!r}"
+            )
+        weights[index] = real(f"class_weight[{key!r}]", value, "[0, inf)")
+    return weights
+
+
 def _mismatch(activation, units, labels):
+    if labels.shape.rank == 2 and labels.shape[-1] not in (None, 1, units):
+        width = labels.shape[-1]
+        return ValueError(
+            f"The labels are vectors of {width} classes, but the model has {units} outputs: "
+            f"build it with num_classes={width}. Received: labels spec {labels}"
+        )
     hint = (
         " Logits with (batch, classes) labels may be one-hot or multi-hot: pass `loss` "
         "(e.g. keras.losses.CategoricalCrossentropy(from_logits=True))."

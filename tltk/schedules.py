@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from tltk.argcheck import integer, real
+
 
 def warmup_cosine(peak_lr, total_steps, *, warmup=0.1, alpha=0.0):
     """Linear warmup to `peak_lr`, then cosine decay to `alpha * peak_lr`, over `total_steps` steps.
@@ -26,23 +28,19 @@ def warmup_cosine(peak_lr, total_steps, *, warmup=0.1, alpha=0.0):
     >>> round(float(schedule(10)), 6), round(float(schedule(55)), 6)
     (0.001, 0.0005)
     """
-    if not isinstance(peak_lr, (int, float)) or isinstance(peak_lr, bool) or peak_lr <= 0:
-        raise ValueError(f"`peak_lr` must be a positive number. Received: peak_lr={peak_lr!r}")
-    if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
-        raise ValueError(
-            f"`total_steps` must be a positive integer. Received: total_steps={total_steps!r}"
-        )
-    if not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
-        raise ValueError(f"`warmup` must be a fraction in [0, 1). Received: warmup={warmup!r}")
+    peak_lr = real("peak_lr", peak_lr, "(0, inf)")
+    total_steps = integer("total_steps", total_steps, minimum=1)
+    warmup = real("warmup", warmup, "[0, 1)")
+    alpha = real("alpha", alpha, "[0, 1]")
     warmup_steps = int(round(warmup * total_steps))
     decay_steps = max(total_steps - warmup_steps, 1)
     if warmup_steps == 0:
-        return keras.optimizers.schedules.CosineDecay(float(peak_lr), decay_steps, alpha=alpha)
+        return keras.optimizers.schedules.CosineDecay(peak_lr, decay_steps, alpha=alpha)
     return keras.optimizers.schedules.CosineDecay(
-        float(peak_lr) / (warmup_steps + 1),
+        peak_lr / (warmup_steps + 1),
         decay_steps,
         alpha=alpha,
-        warmup_target=float(peak_lr),
+        warmup_target=peak_lr,
         warmup_steps=warmup_steps,
     )
 
@@ -69,10 +67,8 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(
                 f"`schedule` must be a keras LearningRateSchedule. Received: schedule={schedule!r}"
             )
-        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
-            raise ValueError(f"`factor` must be a positive number. Received: factor={factor!r}")
         self.schedule = schedule
-        self.factor = float(factor)
+        self.factor = real("factor", factor, "(0, inf)")
 
     def __call__(self, step):
         return self.schedule(step) * self.factor

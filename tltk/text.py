@@ -64,7 +64,8 @@ def build_text_classifier(
         multi_label: bool. Independent sigmoid outputs, one per label. Defaults to `False`.
         lora_rank: int or None. LoRA rank for keras-hub encoders. Defaults to `None` (no LoRA).
         dropout: float. Dropout rate in the head. Defaults to `0.1`.
-        hidden_units: tuple. Hidden ReLU layer widths in the head. Defaults to `()`.
+        hidden_units: tuple or int. Hidden ReLU layer widths in the head (an int: one layer).
+            Defaults to `()`.
         classifier_activation: str or None. `"softmax"`, `"sigmoid"`, or `None`/`"linear"` for
             logits; sigmoid when `multi_label=True` and left at `"softmax"`. Defaults to
             `"softmax"`.
@@ -85,7 +86,7 @@ def build_text_classifier(
     model.fit(tf.data.Dataset.from_tensor_slices((texts, labels)).batch(16), epochs=5)
     ```
     """
-    units, activation = check_head_args(
+    num_classes, units, activation = check_head_args(
         num_classes=num_classes,
         pooling="avg",
         dropout=dropout,

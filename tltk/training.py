@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import keras
 import tensorflow as tf
 
 from tltk import freezing
+from tltk.argcheck import is_integer
 from tltk.feature_cache import FeatureCache, cut_layer
 from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
 from tltk.objectives import objective
 from tltk.run_state import BestTracker, RunState
 from tltk.schedules import warmup_cosine
+from tltk.training_inputs import check_data, check_settings, fingerprint, label_range_error
 from tltk.transfer_model import as_transfer_model
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
 # The default recipe after stage 1 is fastai's `fine_tune` for vision: unfreeze everything at once,
 # each group at 0.7 x the rate of the group above. On the few-shot digits it was the best of 10
 # settings on development seeds 3-7 (averaged over the find_lr and the fixed rate; at the fixed rate
@@ -50,6 +50,8 @@ class FineTuneResult:
         best_epoch: int. The epoch in that stage (0-based).
         stage1_metric: float or None. The best value of stage 1, if stage 1 ran.
         restored_stage1: bool. Whether later stages did not beat stage 1, so its weights were kept.
+        diverged: list of tuple. `(stage, epoch)` of each stage stopped early because its
+            training loss became NaN or infinite (the weights of that epoch are never kept).
     """
 
     model: keras.Model
@@ -61,6 +63,7 @@ class FineTuneResult:
     best_epoch: int
     stage1_metric: float | None
     restored_stage1: bool
+    diverged: list
 
 
 def fine_tune(
@@ -97,6 +100,11 @@ def fine_tune(
     ends with the best weights of all: if later stages do not beat stage 1, the stage-1 weights
     are kept, and `fine_tune` says so.
 
+    A stage whose training loss becomes NaN or infinite (it diverged) stops there with a warning,
+    and the next stage starts from the best weights so far; `FineTuneResult.diverged` lists it.
+    Integers may be numpy integers; rates must be finite. Datasets are checked before training:
+    batched, `validation` not empty, labels within the model's classes.
+
     Args:
         model: tltk.TransferModel. A model from `tltk.build_classifier` or
             `tltk.build_text_classifier` (or one of them reloaded); trained in place.
@@ -122,13 +130,18 @@ def fine_tune(
         optimizer: str or keras.optimizers.Optimizer. `"adamw"`, `"adam"`, `"sgd"` (momentum
             0.9), or an optimizer used as a template (its class and settings; the rate is
             replaced). Defaults to `"adamw"`.
-        class_weight: dict. `{class_index: weight}`, passed to `fit`. Defaults to `None`.
+        class_weight: dict. `{class: weight}`: keys are class indexes, or class names once
+            `model.class_names` is set; weights are finite numbers >= 0, and a class left out
+            weighs 1. Checked before training. Defaults to `None`.
         early_stopping: bool or int. Stop a stage after this many epochs (`True`: 5) without
             improvement of `monitor`, counted from the middle of the stage. Defaults to `True`.
-        callbacks: sequence. Extra Keras callbacks for every stage. In a cached stage they see the
-            head model. Defaults to `()`.
+        callbacks: callback or sequence. Extra Keras callbacks for every stage. In a cached stage
+            they see the head model. Defaults to `()`.
         checkpoint_dir: str or Path. Folder for checkpoints: a killed run called again with the
-            same settings resumes where it stopped (a finished run just returns its result).
+            same model, data and settings resumes where it stopped, and a finished one returns
+            its result with a warning. A call with anything else that changes the result (a
+            setting, the class count or names, the data's spec, batches or first batch) is
+            refused with an error naming each difference: pass a new folder to train anew.
             Defaults to `None`.
         cache_features: bool. Train stage 1 on cached backbone features when the model allows
             it (see `tltk.feature_cache`). Defaults to `True`.
@@ -158,37 +171,32 @@ def fine_tune(
     ```
     """
     model = as_transfer_model(model)
-    _check_args(**locals())
-    fine_tune_lr = learning_rate / 2 if fine_tune_lr is None else fine_tune_lr
-    train_bn = model.train_bn if train_bn is None else train_bn
-    stages = ([[]] if head_epochs else []) + _plan(model, unfreeze, epochs)
-    stage_epochs = ([head_epochs] if head_epochs else []) + _split(
-        epochs, len(stages) - bool(head_epochs), gradual=unfreeze == "gradual"
+    s = check_settings(**locals())
+    check_data(model, train, validation)
+    stages = ([[]] if s.head_epochs else []) + _plan(model, s.unfreeze, s.epochs)
+    stage_epochs = ([s.head_epochs] if s.head_epochs else []) + _split(
+        s.epochs, len(stages) - bool(s.head_epochs), gradual=s.unfreeze == "gradual"
     )
     steps = _steps_per_epoch(train)
-    fingerprint = {
-        "stages": stages,
-        "epochs": stage_epochs,
-        "rates": [learning_rate, fine_tune_lr, lr_decay],
-        "monitor": monitor,
-        "train_bn": bool(train_bn),
-        "weights": len(model.weights),
-    }
-    mode = "min" if monitor.endswith("loss") else "max"
-    state = RunState.resume(fingerprint, len(stages), mode, checkpoint_dir)
+    mode = "min" if s.monitor.endswith("loss") else "max"
+    if s.checkpoint_dir is None:
+        state = RunState({}, len(stages), mode)
+    else:
+        run = fingerprint(s, stages, stage_epochs, model, train, validation)
+        state = RunState.resume(run, len(stages), mode, s.checkpoint_dir)
     if state.best_weights is not None:
         model.set_weights(state.best_weights)
     records = []
     for index, (unfrozen, n_epochs) in enumerate(zip(stages, stage_epochs)):
         freezing.freeze(model)
         if unfrozen:
-            freezing.unfreeze(model, unfrozen, train_bn=train_bn)
-        peak = learning_rate if not unfrozen else fine_tune_lr
+            freezing.unfreeze(model, unfrozen, train_bn=s.train_bn)
+        peak = s.learning_rate if not unfrozen else s.fine_tune_lr
         base = _optimizer(
-            optimizer, warmup_cosine(peak, steps * n_epochs, warmup=warmup), weight_decay
+            s.optimizer, warmup_cosine(peak, steps * n_epochs, warmup=s.warmup), s.weight_decay
         )
-        multipliers = decayed_multipliers(model, lr_decay)
-        cached = not unfrozen and cache_features and cut_layer(model) is not None
+        multipliers = decayed_multipliers(model, s.lr_decay)
+        cached = not unfrozen and s.cache_features and cut_layer(model) is not None
         records.append(
             {
                 "unfrozen": list(unfrozen),
@@ -199,7 +207,7 @@ def fine_tune(
         )
         if index < state.completed:
             continue
-        if verbose:
+        if s.verbose:
             rates = ", ".join(f"{g} {r:.2g}" for g, r in records[-1]["learning_rates"].items())
             print(
                 f"Stage {index + 1}/{len(stages)}: {n_epochs} epoch(s), "
@@ -209,57 +217,63 @@ def fine_tune(
             base = discriminative_optimizer(
                 base, {g: m for g, m in multipliers.items() if m != 1}, model=model
             )
-        stage_loss, metrics = objective(model, train, loss=loss)
-        stage_callbacks = _stage_callbacks(
-            model, state, index, n_epochs, monitor, mode, checkpoint_dir, early_stopping
-        ) + list(callbacks)
+        stage_loss, metrics = objective(model, train, loss=s.loss)
+        stage_callbacks = _stage_callbacks(model, state, index, n_epochs, mode, s) + s.callbacks
         if cached:
-            cache = FeatureCache(model, train, validation, views=augmented_views)
+            cache = FeatureCache(model, train, validation, views=s.augmented_views)
             cache.fit(
                 n_epochs,
                 optimizer=base,
                 loss=stage_loss,
                 metrics=metrics,
                 callbacks=stage_callbacks,
-                class_weight=class_weight,
-                verbose=verbose,
+                class_weight=s.class_weight,
+                verbose=s.verbose,
             )
         else:
             model.compile(optimizer=base, loss=stage_loss, metrics=metrics)
-            model.fit(
-                train,
-                validation_data=validation,
-                epochs=n_epochs,
-                class_weight=class_weight,
-                callbacks=stage_callbacks,
-                shuffle=False,
-                verbose=verbose,
-            )
+            try:
+                model.fit(
+                    train,
+                    validation_data=validation,
+                    epochs=n_epochs,
+                    class_weight=s.class_weight,
+                    callbacks=stage_callbacks,
+                    shuffle=False,
+                    verbose=s.verbose,
+                )
+            except tf.errors.InvalidArgumentError as error:
+                clear = label_range_error(error, model)
+                if clear is None:
+                    raise
+                raise clear from error
         if state.best_weights is not None:
             model.set_weights(state.best_weights)
         state.completed = index + 1
         state.save()
     if not model.compiled:  # only the cached head model was fitted
-        stage_loss, metrics = objective(model, train, loss=loss)
+        stage_loss, metrics = objective(model, train, loss=s.loss)
         model.compile(
-            optimizer=_optimizer(optimizer, learning_rate, weight_decay),
+            optimizer=_optimizer(s.optimizer, s.learning_rate, s.weight_decay),
             loss=stage_loss,
             metrics=metrics,
         )
-    return _result(model, state, records, monitor, head_stage=bool(head_epochs), verbose=verbose)
+    return _result(
+        model, state, records, s.monitor, head_stage=bool(s.head_epochs), verbose=s.verbose
+    )
 
 
-def _stage_callbacks(model, state, index, n_epochs, monitor, mode, checkpoint_dir, early_stopping):
-    callbacks = [BestTracker(model, state, index, monitor)]
-    if checkpoint_dir is not None:
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(f"{checkpoint_dir}/stage_{index + 1}"))
-    if early_stopping:
-        patience = 5 if early_stopping is True else early_stopping
+def _stage_callbacks(model, state, index, n_epochs, mode, settings):
+    callbacks = [BestTracker(model, state, index, settings.monitor)]
+    if settings.checkpoint_dir is not None:
+        folder = f"{settings.checkpoint_dir}/stage_{index + 1}"
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(folder))
+    if settings.patience:
         # Not before mid-stage: the rate is still high then; gains come in the cosine tail.
         start = n_epochs // 2
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor, patience=patience, mode=mode, start_from_epoch=start
+                settings.monitor, patience=settings.patience, mode=mode, start_from_epoch=start
             )
         )
     return callbacks
@@ -267,9 +281,15 @@ def _stage_callbacks(model, state, index, n_epochs, monitor, mode, checkpoint_di
 
 def _result(model, state, records, monitor, *, head_stage, verbose):
     if state.best_value is None:
-        raise ValueError(
-            f"No epoch produced a valid {monitor!r} (every value was NaN): nothing to restore."
+        why = (
+            f"the training diverged (stage {state.diverged[0][0] + 1}, epoch "
+            f"{state.diverged[0][1]}: the loss became NaN or infinite) before any epoch ended "
+            "with a finite loss, and the model's weights are not usable. Lower `learning_rate` "
+            "(try `tltk.find_lr`) and build the model again"
+            if state.diverged
+            else f"every value of {monitor!r} was NaN"
         )
+        raise ValueError(f"No epoch produced a valid {monitor!r}: {why}.")
     histories = [
         {k: [logs[k] for logs in epochs] for k in (epochs[0] if epochs else {})}
         for epochs in state.histories
@@ -291,6 +311,7 @@ def _result(model, state, records, monitor, *, head_stage, verbose):
         state.best_epoch,
         stage1,
         restored,
+        [(stage + 1, epoch) for stage, epoch in state.diverged],
     )
 
 
@@ -319,7 +340,7 @@ def _plan(model, unfreeze, epochs):
     for stage in unfreeze:
         if stage == "all":
             stages.append(names)
-        elif isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= len(names):
+        elif is_integer(stage) and 1 <= stage <= len(names):
             stages.append(names[len(names) - stage :])
         elif isinstance(stage, (list, tuple)) and stage and all(s in names for s in stage):
             stages.append([n for n in names if n in stage])
@@ -362,73 +383,3 @@ def _optimizer(optimizer, schedule, weight_decay):
     if optimizer == "adam":
         return keras.optimizers.Adam(schedule)
     return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=decay)
-
-
-def _check_args(
-    *,
-    train,
-    validation,
-    head_epochs,
-    epochs,
-    learning_rate,
-    fine_tune_lr,
-    lr_decay,
-    warmup,
-    weight_decay,
-    optimizer,
-    early_stopping,
-    callbacks,
-    monitor,
-    **_,
-):
-    """Checks `fine_tune`'s arguments; it passes its `locals()`, the rest are checked where used."""
-    for name, value in (("train", train), ("validation", validation)):
-        if not isinstance(value, tf.data.Dataset):
-            raise ValueError(
-                f"`{name}` must be a tf.data.Dataset of (images, labels) batches. "
-                f"Received: {name}={type(value).__name__}"
-            )
-    for name, value in (("head_epochs", head_epochs), ("epochs", epochs)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
-    if not head_epochs and not epochs:
-        raise ValueError(
-            "`head_epochs` and `epochs` are both 0: nothing to train. "
-            "Received: head_epochs=0, epochs=0"
-        )
-    for name, value in (("learning_rate", learning_rate), ("fine_tune_lr", fine_tune_lr)):
-        if value is not None and (
-            not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0
-        ):
-            raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-    if learning_rate is None:
-        raise ValueError("`learning_rate` must be a positive number. Received: learning_rate=None")
-    if not isinstance(lr_decay, numbers.Real) or not 0 < lr_decay <= 1:
-        raise ValueError(f"`lr_decay` must be in (0, 1]. Received: lr_decay={lr_decay!r}")
-    if not isinstance(warmup, numbers.Real) or not 0 <= warmup < 1:
-        raise ValueError(f"`warmup` must be in [0, 1). Received: warmup={warmup!r}")
-    if not isinstance(weight_decay, numbers.Real) or weight_decay < 0:
-        raise ValueError(
-            f"`weight_decay` must be a number >= 0. Received: weight_decay={weight_decay!r}"
-        )
-    if not isinstance(optimizer, keras.optimizers.Optimizer) and optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"`optimizer` must be one of {OPTIMIZERS} or a Keras optimizer. "
-            f"Received: optimizer={optimizer!r}"
-        )
-    if not isinstance(early_stopping, (bool, int)) or (
-        early_stopping is not False and early_stopping < 1
-    ):
-        raise ValueError(
-            "`early_stopping` must be a bool or a patience >= 1. "
-            f"Received: early_stopping={early_stopping!r}"
-        )
-    if not all(isinstance(c, keras.callbacks.Callback) for c in callbacks):
-        raise ValueError(
-            f"`callbacks` must be Keras callbacks. Received: callbacks={list(callbacks)!r}"
-        )
-    if not isinstance(monitor, str) or not monitor.startswith("val_"):
-        raise ValueError(
-            "`monitor` must name a validation metric such as 'val_accuracy'. "
-            f"Received: monitor={monitor!r}"
-        )

@@ -1,0 +1,255 @@
+"""`fine_tune`'s inputs, checked before anything trains: its settings as one record, its datasets,
+and the fingerprint that a checkpointed run must match to resume.
+
+The fingerprint holds the settings that change the result, the model's outputs and weight shapes,
+and the data: each dataset's element spec, batch count and a digest of its first batch (when two
+reads give the same batch; a dataset shuffled on every read is known by its spec and size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import keras
+import tensorflow as tf
+
+from tltk.argcheck import integer, real
+from tltk.objectives import check_class_weight, check_labels, output_layer
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+RATE = "(0, inf)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """`fine_tune`'s arguments after `check_settings`: checked, with their defaults resolved.
+
+    `fine_tune_lr` is set, `class_weight` covers every class, `patience` is the early-stopping
+    patience (`0`: off) and `callbacks` a list; the other fields are `fine_tune`'s arguments.
+    """
+
+    head_epochs: int
+    epochs: int
+    unfreeze: object
+    learning_rate: float
+    fine_tune_lr: float
+    lr_decay: float
+    warmup: float
+    weight_decay: float
+    optimizer: object
+    class_weight: dict | None
+    patience: int
+    callbacks: list
+    checkpoint_dir: object
+    cache_features: bool
+    augmented_views: int
+    train_bn: bool
+    loss: object
+    monitor: str
+    verbose: int
+
+    def fingerprint(self):
+        """The settings that change the result, as JSON-ready values, by name."""
+        values = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in ("callbacks", "checkpoint_dir", "verbose")
+        }
+        values["optimizer"] = _describe(self.optimizer)
+        values["loss"] = _describe(self.loss)
+        return values
+
+
+def check_settings(
+    *,
+    model,
+    head_epochs,
+    epochs,
+    unfreeze,
+    learning_rate,
+    fine_tune_lr,
+    lr_decay,
+    warmup,
+    weight_decay,
+    optimizer,
+    class_weight,
+    early_stopping,
+    callbacks,
+    checkpoint_dir,
+    cache_features,
+    augmented_views,
+    train_bn,
+    loss,
+    monitor,
+    verbose,
+    **_,
+):
+    """Checks `fine_tune`'s settings (it passes its `locals()`) and returns them as `Settings`.
+
+    Raises a `ValueError` naming the first bad argument and what was received.
+    """
+    head_epochs = integer("head_epochs", head_epochs)
+    epochs = integer("epochs", epochs)
+    if not head_epochs and not epochs:
+        raise ValueError(
+            "`head_epochs` and `epochs` are both 0: nothing to train. "
+            "Received: head_epochs=0, epochs=0"
+        )
+    learning_rate = real("learning_rate", learning_rate, RATE)
+    fine_tune_lr = learning_rate / 2 if fine_tune_lr is None else fine_tune_lr
+    if not isinstance(optimizer, keras.optimizers.Optimizer) and optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"`optimizer` must be one of {OPTIMIZERS} or a Keras optimizer. "
+            f"Received: optimizer={optimizer!r}"
+        )
+    if isinstance(early_stopping, bool):
+        patience = 5 if early_stopping else 0
+    else:
+        patience = integer("early_stopping", early_stopping, minimum=1)
+    if not isinstance(monitor, str) or not monitor.startswith("val_"):
+        raise ValueError(
+            "`monitor` must name a validation metric such as 'val_accuracy'. "
+            f"Received: monitor={monitor!r}"
+        )
+    return Settings(
+        head_epochs=head_epochs,
+        epochs=epochs,
+        unfreeze=unfreeze,
+        learning_rate=learning_rate,
+        fine_tune_lr=real("fine_tune_lr", fine_tune_lr, RATE),
+        lr_decay=real("lr_decay", lr_decay, "(0, 1]"),
+        warmup=real("warmup", warmup, "[0, 1)"),
+        weight_decay=real("weight_decay", weight_decay, "[0, inf)"),
+        optimizer=optimizer,
+        class_weight=check_class_weight(class_weight, model),
+        patience=patience,
+        callbacks=_callbacks(callbacks),
+        checkpoint_dir=checkpoint_dir,
+        cache_features=bool(cache_features),
+        augmented_views=integer("augmented_views", augmented_views, minimum=1),
+        train_bn=bool(model.train_bn if train_bn is None else train_bn),
+        loss=loss,
+        monitor=monitor,
+        verbose=verbose,
+    )
+
+
+def check_data(model, train, validation):
+    """Checks that both datasets yield batches the model takes, `validation` is not empty, and
+    its first batch's labels are classes of the model."""
+    for name, dataset in (("train", train), ("validation", validation)):
+        check_batched(model, dataset, name)
+    check_labels(first_batch(validation, "validation")[1], model, "The first batch of `validation`")
+
+
+def check_batched(model, dataset, name):
+    """Raises a `ValueError` unless `dataset` yields `(inputs, labels, ...)` batches for `model`."""
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of (inputs, labels) batches. "
+            f"Received: {name}={type(dataset).__name__}"
+        )
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError(
+            f"`{name}` must yield (inputs, labels) batches. Received: element_spec={spec}"
+        )
+    rank = spec[0].shape.rank
+    if rank is not None and rank == len(model.inputs[0].shape) - 1:
+        raise ValueError(
+            f"`{name}` yields single examples (inputs of shape {tuple(spec[0].shape)}), not "
+            f"batches: batch it first, e.g. `{name}.batch(32)`. Received: element_spec={spec}"
+        )
+
+
+def first_batch(dataset, name):
+    """The first batch of `dataset`; a `ValueError` naming `name` if it yields none."""
+    for batch in dataset.take(1):
+        return batch
+    raise ValueError(
+        f"`{name}` is empty: it yields no batches. Pass a dataset with at least one batch. "
+        f"Received: {name} of 0 batches"
+    )
+
+
+def fingerprint(settings, stages, stage_epochs, model, train, validation):
+    """What a checkpointed run must match to resume: settings, stage plan, model and data."""
+    return {
+        **settings.fingerprint(),
+        "stages": stages,
+        "stage_epochs": stage_epochs,
+        "model": {
+            "outputs": int(output_layer(model).units),
+            "class_names": model.class_names,
+            "weight_shapes": _digest(str([tuple(w.shape) for w in model.weights]).encode()),
+        },
+        "data": {
+            name: {
+                "element_spec": str(dataset.element_spec),
+                "batches": int(dataset.cardinality()),
+                "first_batch": _first_batch_digest(dataset, name),
+            }
+            for name, dataset in (("train", train), ("validation", validation))
+        },
+    }
+
+
+def label_range_error(error, model):
+    """A clear `ValueError` for TensorFlow's error on a label outside the model's classes, or
+    `None` for any other error."""
+    message = str(error)
+    if "Received a label value of" not in message:
+        return None
+    value = message.split("Received a label value of")[1].split()[0]
+    units = int(output_layer(model).units)
+    return ValueError(
+        f"`train` or `validation` holds label {value}, but the model has {units} output(s): "
+        "build it with `num_classes` equal to the data's class count (e.g. `data.num_classes`), "
+        "or fix the labels."
+    )
+
+
+def _callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, keras.callbacks.Callback):
+        return [callbacks]
+    if not isinstance(callbacks, (list, tuple)) or not all(
+        isinstance(c, keras.callbacks.Callback) for c in callbacks
+    ):
+        raise ValueError(
+            "`callbacks` must be a Keras callback or a list of them. "
+            f"Received: callbacks={callbacks!r}"
+        )
+    return list(callbacks)
+
+
+def _describe(value):
+    """An optimizer or loss as JSON-ready data: its class and settings (a rate is left out)."""
+    if isinstance(value, keras.optimizers.Optimizer):
+        config = value.get_config()
+        skip = ("name", "learning_rate")
+        return {"class": type(value).__name__, **{k: v for k, v in config.items() if k not in skip}}
+    if isinstance(value, keras.losses.Loss):
+        return {"class": type(value).__name__, **value.get_config()}
+    return (
+        value
+        if value is None or isinstance(value, str)
+        else getattr(value, "__name__", repr(value))
+    )
+
+
+def _first_batch_digest(dataset, name):
+    digests = {
+        _digest(*(tf.io.serialize_tensor(t).numpy() for t in tf.nest.flatten(batch)))
+        for batch in (first_batch(dataset, name) for _ in range(2))
+    }
+    return digests.pop() if len(digests) == 1 else "differs between reads"
+
+
+def _digest(*parts):
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()[:16]
