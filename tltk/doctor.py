@@ -32,20 +32,23 @@ def _major_minor(version):
     return tuple(int(part) for part in version.split(".")[:2])
 
 
-def _writable(folder):
+def _existing(folder):
+    """`(folder, the folder or its nearest existing parent)`, `~` expanded."""
     folder = pathlib.Path(folder).expanduser()
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    return folder, probe
+
+
+def _writable(folder):
+    folder, probe = _existing(folder)
     return os.access(probe, os.W_OK), folder
 
 
 def _shared(folder):
     """Why others could plant files in `folder` (or create it first), or `""` when they cannot."""
-    folder = pathlib.Path(folder).expanduser()
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    folder, probe = _existing(folder)
     mode = probe.stat()
     where = "it" if probe == folder else f"{probe}, where it would be created,"
     if mode.st_mode & stat.S_IWOTH:
