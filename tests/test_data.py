@@ -576,6 +576,7 @@ def test_from_csv_single_and_multi_label(tmp_path):
 def test_from_tfds_with_mock_data(tmp_path, monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # TFDS leaves empty temp folders
+    monkeypatch.setattr("requests.head", lambda *args, **kwargs: None)  # the network "answers"
     with tfds.testing.mock_data(num_examples=12), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flowers = tltk.data.from_tfds("tf_flowers", image_size=(16, 16), validation_split=0.25)

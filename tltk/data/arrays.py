@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -24,10 +26,13 @@ def from_arrays(
 ):
     """Builds train / validation / test pipelines from in-memory images and labels.
 
-    Images are raw pixels: uint8 (or uint16, keeping the high byte), or floats in 0..255, which
-    are rounded to uint8. Grayscale and alpha channels are handled as for files (alpha composited
-    over white). The split is stratified by class (for multi-label data, by each example's rarest
-    label) and deterministic for a seed.
+    Images are raw pixels, 0..255. uint8 is used as is; ints and floats in 0..255 (uint16 too)
+    are rounded to uint8; floats in 0..1 are refused (pass `x * 255`). uint16 with values above
+    255 is taken as 16-bit pixels and keeps its high byte (as 16-bit PNG files do), with a
+    warning. Other dtypes, negative, non-finite or larger values are refused, naming the dtype and
+    range. Grayscale and alpha channels are handled as for files (alpha composited over white).
+    The split is stratified by class (for multi-label data, by each example's rarest label) and
+    deterministic for a seed.
 
     Args:
         x: array. `(n, height, width)` or `(n, height, width, channels)` images, 1 to 4 channels.
@@ -103,22 +108,34 @@ def _check_images(x):
             "`x` must be images shaped (n, height, width) or (n, height, width, channels) with 1 "
             f"to 4 channels. Received: x with shape {x.shape}"
         )
-    if x.dtype in (np.uint8, np.uint16):
+    if x.dtype == np.uint8:
         return x
     if x.dtype.kind not in "iuf":
-        raise ValueError(f"`x` must hold numbers. Received: x with dtype {x.dtype}")
-    if x.size:
-        low, high = float(np.min(x)), float(np.max(x))
-        if not np.isfinite([low, high]).all() or low < 0 or high > 255:
-            raise ValueError(
-                "`x` must hold raw pixels in 0..255 (tltk models take raw pixels). "
-                f"Received: x with values in [{low}, {high}]"
-            )
-        if x.dtype.kind == "f" and high <= 1.0:
-            raise ValueError(
-                "`x` looks scaled to 0..1, but tltk takes raw pixels in 0..255: pass `x * 255`. "
-                f"Received: x with values in [{low}, {high}]"
-            )
+        raise ValueError(
+            "`x` must hold numbers: uint8 pixels, uint16, or ints or floats in 0..255. "
+            f"Received: x with dtype {x.dtype}"
+        )
+    if not x.size:
+        return x.astype(np.uint8)
+    low, high = float(np.min(x)), float(np.max(x))
+    if x.dtype == np.uint16 and high > 255:
+        warnings.warn(
+            f"`x` is uint16 with values up to {high:.0f}: read as 16-bit pixels and scaled to "
+            "0..255 by keeping the high byte, as for 16-bit PNG files. If your images use fewer "
+            "bits (12-bit values reach 4095), scale them to 0..255 yourself and pass uint8.",
+            stacklevel=3,
+        )
+        return (x >> 8).astype(np.uint8)
+    if not np.isfinite([low, high]).all() or low < 0 or high > 255:
+        raise ValueError(
+            "`x` must hold raw pixels in 0..255 (tltk models take raw pixels). "
+            f"Received: x with dtype {x.dtype} and values in [{low}, {high}]"
+        )
+    if x.dtype.kind == "f" and high <= 1.0:
+        raise ValueError(
+            "`x` looks scaled to 0..1, but tltk takes raw pixels in 0..255: pass `x * 255`. "
+            f"Received: x with dtype {x.dtype} and values in [{low}, {high}]"
+        )
     return np.round(x).astype(np.uint8)
 
 

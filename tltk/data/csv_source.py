@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 import pathlib
 
 import numpy as np
 
 from tltk.data import labels, pipeline
+from tltk.data.folders import has_image_extension
 from tltk.data.images import check_image_size, load_images
 
 _TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no", "")
@@ -30,10 +33,12 @@ def from_csv(
     label_mode=None,
     crop_to_aspect_ratio=False,
     num_workers=None,
+    encoding="utf-8",
 ):
     """Loads the images a CSV file lists, with single labels or several labels per image.
 
-    The CSV has a header row. Three label layouts are read:
+    The CSV has a header row; a first row that names an image file (and a label) instead of
+    columns is refused, rather than read as a header. Three label layouts are read:
     - one label per row (`cat`): single-label, `label_mode` `"int"` or `"categorical"`;
     - several labels in one cell (`cat dog`), with `label_separator=" "`: multi-label, multi-hot;
     - one 0/1 column per class, with `label_column=["cat", "dog"]`: multi-label, multi-hot.
@@ -42,8 +47,13 @@ def from_csv(
     `class_names`, are left out and listed in `skipped` (as `"csv_path:line"` for label problems);
     the rest is used. Files are checked and decoded as `tltk.data.from_directory` does.
 
+    A file listed on several rows is used once: a repeat with the same labels is left out and
+    listed in `skipped` (`"csv_path:line"`, naming the line it repeats); a repeat with other
+    labels raises an error naming the file and its lines, since its label is unknown (and used
+    twice, it could land in two splits).
+
     Args:
-        csv_path: str or Path. The CSV file (UTF-8).
+        csv_path: str or Path. The CSV file.
         image_dir: str or Path or None. Folder the file names are relative to. Defaults to the
             CSV file's folder.
         image_size: tuple. `(height, width)` the images are resized to, or an int for a square.
@@ -63,6 +73,8 @@ def from_csv(
         crop_to_aspect_ratio: bool. Center crop to the target aspect ratio before resizing.
             Defaults to `False`.
         num_workers: int or None. Decoding threads. Defaults to `min(32, cpu_count + 4)`.
+        encoding: str. The CSV file's text encoding, e.g. `"latin-1"` or `"cp1252"` (Excel on
+            Windows). Defaults to `"utf-8"` (a byte order mark is skipped).
 
     Returns:
         A `tltk.data.ImageData`.
@@ -93,11 +105,15 @@ def from_csv(
         raise ValueError(
             f"`label_separator` must be a non-empty string or None. Received: {label_separator!r}"
         )
-    rows, filename_column, label_column = _read(csv_path, filename_column, label_column)
+    cells = _read_cells(csv_path, encoding)
+    if filename_column is None:
+        _check_header(csv_path, image_dir, cells)
+    rows, filename_column, label_column = _columns(csv_path, cells, filename_column, label_column)
     multi_label = label_separator is not None or isinstance(label_column, list)
     label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
 
     entries, skipped = _parse_rows(csv_path, rows, filename_column, label_column, label_separator)
+    entries = _drop_repeats(csv_path, entries, skipped)
     if class_names is None and isinstance(label_column, list):
         class_names = label_column
     elif class_names is None:
@@ -148,12 +164,46 @@ def from_csv(
     )
 
 
-def _read(csv_path, filename_column, label_column):
+def _read_cells(csv_path, encoding):
+    """The file's rows as lists of cells; raises naming the line of an encoding problem."""
+    raw = csv_path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+    except (LookupError, TypeError):
+        raise ValueError(
+            "`encoding` must name a text encoding, e.g. 'utf-8' or 'latin-1'. "
+            f"Received: encoding={encoding!r}"
+        ) from None
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"The CSV file {csv_path} is not valid {encoding}: byte "
+            f"{raw[error.start : error.start + 1]!r} on line {line} ({error.reason}). Save it as "
+            "UTF-8, or pass its encoding, e.g. `encoding='latin-1'` (or 'cp1252', which Excel "
+            f"on Windows writes). Received: encoding={encoding!r}"
+        ) from None
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def _check_header(csv_path, image_dir, cells):
+    """Raises when the first row looks like data (an image file and a label), not column names."""
+    if len(cells) < 2 or len(cells[0]) < 2 or not has_image_extension(cells[0][0].strip()):
+        return
+    name, label = cells[0][0].strip(), cells[0][1].strip()
+    exists = (image_dir / name).is_file()
+    if exists or label in {row[1].strip() for row in cells[1:] if len(row) > 1}:
+        found = "an image file that exists" if exists else f"an image file and the label {label!r}"
+        raise ValueError(
+            f"The CSV file {csv_path} has no header row: its first row ({name!r}, {label!r}) "
+            f"names {found}, so it would be read as the column names and its image lost. Add a "
+            "first row naming the columns, e.g. `filename,label`."
+        )
+
+
+def _columns(csv_path, cells, filename_column, label_column):
     """The rows (dicts) and the resolved column names; raises when a column is missing."""
-    with open(csv_path, newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    columns = cells[0] if cells else []
+    rows = [dict(zip(columns, row)) for row in cells[1:] if row]  # as csv.DictReader reads
     if len(columns) < 2:
         raise ValueError(
             f"The CSV file {csv_path} needs a header row and at least two columns (file name and "
@@ -199,3 +249,23 @@ def _parse_rows(csv_path, rows, filename_column, label_column, label_separator):
                 row_labels = sorted({t.strip() for t in cell.split(label_separator) if t.strip()})
         entries.append((line, name.replace("/", os.sep), row_labels))
     return entries, skipped
+
+
+def _drop_repeats(csv_path, entries, skipped):
+    """Keeps the first row of each file; a repeat is skipped, or raises if its labels differ."""
+    first, kept = {}, []
+    for line, name, row_labels in entries:
+        key = os.path.normpath(name)
+        if key not in first:
+            first[key] = (line, row_labels)
+            kept.append((line, name, row_labels))
+            continue
+        first_line, first_labels = first[key]
+        if row_labels != first_labels:
+            raise ValueError(
+                f"The CSV file {csv_path} lists {name!r} twice with different labels: "
+                f"{first_labels} on line {first_line}, {row_labels} on line {line}. Keep one row "
+                "per file, with its right label."
+            )
+        skipped.append((f"{csv_path}:{line}", f"repeats line {first_line} ({name!r})"))
+    return kept

@@ -9,11 +9,25 @@ import warnings
 import numpy as np
 
 from tltk.data import pipeline
+from tltk.data.image_data import SPLITS
 from tltk.data.images import SUPPORTED_EXTENSIONS, check_image_size, load_images
 
-# Folder names that mark a tree already split, and the split each one fills.
-_SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+# Folder names (any capitalisation) that mark a tree already split, and the split each one fills.
+_SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "test": "test",
+    "testing": "test",
+}
+_SPLIT_HINT = (
+    "A split tree holds only `train/` (or `training/`), `valid/` (or `validation/`, `val/`) and "
+    "`test/` (or `testing/`) folders, any capitalisation, each with one folder per class."
+)
 _WINDOWS_JUNK = ("thumbs.db", "desktop.ini")
+_RENAME = "rename it (class names become labels in the exported model)"
 
 
 def from_directory(
@@ -28,19 +42,25 @@ def from_directory(
     crop_to_aspect_ratio=False,
     num_workers=None,
 ):
-    """Loads a tree of class folders, or of `train/`, `validation/` (or `val/`), `test/` splits.
+    """Loads a tree of class folders, or of `train/`, `valid/` (or `validation/`), `test/` splits.
 
     Two layouts are read. A class tree, `path/<class>/<image>`, is split into train, validation and
     test by `validation_split` and `test_split`, per class (stratified), deterministically for a
-    `seed`. A split tree, `path/train/<class>/<image>` with `validation/` (or `val/`) and `test/`
-    beside it, keeps its splits; when `validation/` or `test/` is missing, that split is carved out
-    of `train/` by `validation_split` or `test_split`. A tree is a split tree when it has a `train/`
-    folder and no folders other than `train`, `validation`, `val` and `test`. Class names are the
-    sorted folder names (of `train/` in a split tree); images may sit in subfolders of a class.
+    `seed`. A split tree, `path/train/<class>/<image>` with `valid/` and `test/` beside it (the
+    layout Roboflow and many dataset sites export), keeps its splits; when the validation or test
+    folder is missing, that split is carved out of `train/` by `validation_split` or `test_split`.
+    Split folders are recognised in any capitalisation: `train`/`training`,
+    `valid`/`validation`/`val`, `test`/`testing`. A tree is a split tree when it has a train folder
+    and no other folders; split folders (holding subfolders) beside other folders, or without a
+    train folder, raise an error rather than being taken for classes. Class names are the sorted
+    folder names (of the train folder in a split tree); the validation and test folders may not
+    have classes the train folder lacks. Images may sit in subfolders of a class, and folders
+    linked into a class folder are followed (a link back into a folder already read is skipped).
 
     Every file is checked up front: hidden files (`.DS_Store`, `._x.jpg`), files without an image
-    extension, and empty, truncated, corrupt or unreadable images are left out, listed with the
-    reason in `skipped`, and summed up in one warning; the rest is used. Each image is decoded once
+    extension, unreadable folders, and empty, truncated, corrupt or unreadable images are left out,
+    listed with the reason in `skipped`, and summed up in one warning; the rest is used. A file
+    whose name is not valid UTF-8 is read like any other. Each image is decoded once
     (see `tltk.data.load_image`: EXIF orientation applied, RGB, 8 bits) and kept in memory at
     `image_size`: `height * width * 3` bytes per image (5,000 images at 160x160 take 366 MiB).
 
@@ -64,7 +84,8 @@ def from_directory(
 
     Raises:
         ValueError: for bad arguments; when `path` has no class folders, only one, or a class
-            folder without a usable image (the message names the folder).
+            folder without a usable image; for split folders mixed with other folders or
+            without a train folder (the message names the folder).
 
     Example:
 
@@ -149,17 +170,46 @@ def from_directory(
 
 
 def _split_folders(root):
-    """`{split: folder}` when `root` is a split tree (has `train/`), else None."""
-    names = [e.name for e in os.scandir(root) if e.is_dir() and not is_hidden(e.name)]
-    if "train" not in names or not set(names) <= set(_SPLIT_FOLDERS):
+    """`{split: folder}` when `root` is a split tree, else None; raises for an ambiguous tree."""
+    names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not is_hidden(e.name))
+    splits = {
+        name: _SPLIT_FOLDERS[name.lower()] for name in names if name.lower() in _SPLIT_FOLDERS
+    }
+    others = [name for name in names if name not in splits]
+    if not splits:
         return None
-    if "validation" in names and "val" in names:
+    if others or "train" not in splits.values():
+        if not any(_looks_like_split(root / name) for name in splits):
+            return None  # class folders that happen to be named like splits ("train", "test")
+        found = ", ".join(f"{name}/" for name in splits)
+        problem = (
+            f"mixes split folders ({found}) with other folders ({', '.join(others[:5])})"
+            if others
+            else f"has split folders ({found}) but no `train/` folder"
+        )
         raise ValueError(
-            f"The folder {root} has both `validation/` and `val/`; keep one. "
+            f"The folder {root} {problem}: tltk cannot tell its splits from its classes. "
+            f"{_SPLIT_HINT} Arrange it so, or point `path` at a folder of class folders. "
             f"Received: path={str(root)!r}"
         )
-    ordered = sorted(names, key=list(_SPLIT_FOLDERS).index)
-    return {_SPLIT_FOLDERS[name]: root / name for name in ordered}
+    by_split = {}
+    for name, split in splits.items():
+        by_split.setdefault(split, []).append(name)
+    for split, same in by_split.items():
+        if len(same) > 1:
+            raise ValueError(
+                f"The folder {root} has {len(same)} {split} folders ({', '.join(same)}); keep "
+                f"one. Received: path={str(root)!r}"
+            )
+    return {split: root / by_split[split][0] for split in SPLITS if split in by_split}
+
+
+def _looks_like_split(folder):
+    """Whether `folder` holds subfolders (classes) and no image files of its own."""
+    entries = [e for e in os.scandir(folder) if not is_hidden(e.name)]
+    return any(e.is_dir() for e in entries) and not any(
+        e.is_file() and has_image_extension(e.name) for e in entries
+    )
 
 
 def _class_folders(folder, skipped):
@@ -168,6 +218,8 @@ def _class_folders(folder, skipped):
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if is_hidden(entry.name):
             skipped.append((entry.path, "hidden folder" if entry.is_dir() else "hidden file"))
+        elif entry.is_dir() and not _is_utf8(entry.name):
+            skipped.append((entry.path, f"class folder name is not valid UTF-8: {_RENAME}"))
         elif entry.is_dir():
             classes[entry.name] = pathlib.Path(entry.path)
         else:
@@ -255,7 +307,9 @@ def has_image_extension(name):
 def list_image_files(folder):
     """Lists the image files under `folder` (recursively, sorted) and the entries left out.
 
-    Hidden files and folders, and files without a supported extension, are left out and reported.
+    Hidden files and folders, files without a supported extension, and folders that cannot be
+    read are left out and reported. Linked folders are followed, except a link to a folder
+    already read (a loop), which is reported.
 
     Args:
         folder: str or Path. The folder to walk.
@@ -271,11 +325,24 @@ def list_image_files(folder):
     ([], [])
     """
     files, skipped = [], []
-    for root, dirs, names in os.walk(folder):
+    read = {os.path.realpath(folder)}
+
+    def unreadable(error):
+        skipped.append((error.filename, f"unreadable folder ({error.strerror})"))
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        kept = []
         for name in sorted(dirs):
+            path = os.path.join(root, name)
+            real = os.path.realpath(path)
             if is_hidden(name):
-                skipped.append((os.path.join(root, name), "hidden folder"))
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+                skipped.append((path, "hidden folder"))
+            elif real in read:
+                skipped.append((path, f"same folder as one already read ({real})"))
+            else:
+                read.add(real)
+                kept.append(name)
+        dirs[:] = kept
         for name in sorted(names):
             path = os.path.join(root, name)
             reason = file_skip_reason(name)
@@ -294,3 +361,12 @@ def file_skip_reason(name):
         suffix = pathlib.PurePath(name).suffix or "none"
         return f"unsupported extension ({suffix}); supported: {', '.join(SUPPORTED_EXTENSIONS)}"
     return None
+
+
+def _is_utf8(name):
+    """Whether a name from the file system is valid UTF-8 (Python holds bad bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -114,7 +114,7 @@ def load_image(path, image_size, *, crop_to_aspect_ratio=False):
         decode_one = _file_decoder(image_size, bool(crop_to_aspect_ratio))
         method = decode.DECODE_METHODS.index(jpeg_ratio)
         try:
-            return decode_one(str(path), header.orientation, method).numpy()
+            return decode_one(os.fsencode(path), header.orientation, method).numpy()
         except tf.errors.OpError:
             pass  # Pillow decodes what TensorFlow refuses, or says why it cannot.
     return _decode_with_pil(path, header.orientation, image_size, crop_to_aspect_ratio)
@@ -253,8 +253,9 @@ def _decode_with_tf(paths, headers, indexes, store, image_size, crop_to_aspect_r
         plan = _tf_plan(headers[index], image_size, crop_to_aspect_ratio)
         groups.setdefault(plan, []).append(index)
     for plan, members in sorted(groups.items(), key=str):
+        # Bytes, not str: a file name that is not valid UTF-8 is still a path TensorFlow reads.
         dataset = tf.data.Dataset.from_tensor_slices(
-            ([paths[i] for i in members], np.array(members, dtype=np.int64))
+            ([os.fsencode(paths[i]) for i in members], np.array(members, dtype=np.int64))
         )
 
         def decode_one(path, index, plan=plan):

@@ -177,6 +177,8 @@ def assemble(
     for split in SPLITS:
         indices = splits.get(split)
         if indices is None or (split != "train" and len(indices) == 0):
+            if indices is not None:
+                _warn_empty_split(split, labels[splits["train"]], class_names, label_mode)
             datasets[split] = None
             continue
         datasets[split] = _batches(
@@ -237,6 +239,17 @@ def _count(labels, class_names, label_mode):
     return {name: int(n) for name, n in zip(class_names, totals)}
 
 
+def _warn_empty_split(split, train_labels, class_names, label_mode):
+    counts = _count(train_labels, class_names, label_mode)
+    shown = ", ".join(f"{name}: {count}" for name, count in list(counts.items())[:10])
+    warnings.warn(
+        f"The {split} split is empty: the classes have too few examples for the share asked "
+        f"(training examples per class: {shown}), so `{split}` is None and no {split} metrics "
+        f"will be computed. Add examples or raise `{split}_split`.",
+        stacklevel=4,
+    )
+
+
 def _warn_missing_classes(counts, class_names):
     for split in ("validation", "test"):
         if split not in counts:
@@ -255,5 +268,7 @@ def _is_int(value):
 
 
 def _rank(seed, key):
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    # surrogateescape: a file name that is not valid UTF-8 hashes by its bytes
+    key = f"{seed}\0{key}".encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2b(key, digest_size=8).digest()
     return int.from_bytes(digest, "little")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 import tensorflow as tf
 
@@ -10,6 +12,9 @@ from tltk.data.image_data import SPLITS
 from tltk.data.images import check_image_size
 
 _VALIDATION_NAMES = ("validation", "valid", "val")
+# One short request before a download: TFDS itself retries an unreachable host for 3.4 minutes.
+_PROBE_URL = "https://storage.googleapis.com"
+_PROBE_TIMEOUT_S = 5
 
 
 def from_tfds(
@@ -25,6 +30,7 @@ def from_tfds(
     image_key="image",
     label_key="label",
     data_dir=None,
+    download=True,
     crop_to_aspect_ratio=False,
 ):
     """Loads a TFDS image classification dataset (downloading it as `tfds.load` does, if needed).
@@ -33,6 +39,10 @@ def from_tfds(
     e.g. VOC's `"labels"`, turned into multi-hot rows). Images are converted to RGB and resized as
     files are, and held in memory like `from_directory`'s: `height * width * 3` bytes each; for a
     dataset too big for that, use `tfds.load` directly.
+
+    A dataset not yet in `data_dir` is downloaded, after one short check (5 s at most) that the
+    network answers; offline, an error says so at once and how to use a copy made elsewhere. An
+    unknown `name` raises an error suggesting the closest TFDS names.
 
     Args:
         name: str. The TFDS name, e.g. `"tf_flowers"` or `"mnist:3.0.1"`.
@@ -52,7 +62,10 @@ def from_tfds(
             for multi-label data. Defaults to `None`: `"int"` or `"multi_hot"`.
         image_key: str. The image feature. Defaults to `"image"`.
         label_key: str. The label feature. Defaults to `"label"`.
-        data_dir: str or None. Where TFDS keeps its data. Defaults to TFDS' default.
+        data_dir: str or None. Where TFDS keeps its data. Defaults to TFDS' default
+            (`~/tensorflow_datasets`).
+        download: bool. Download the dataset when `data_dir` lacks it; with `False`, only a
+            prepared copy is read and the network is never touched. Defaults to `True`.
         crop_to_aspect_ratio: bool. Center crop to the target aspect ratio before resizing.
             Defaults to `False`.
 
@@ -72,7 +85,9 @@ def from_tfds(
     pipeline.check_split_args(
         batch_size=batch_size, validation_split=validation_split, test_split=test_split, seed=seed
     )
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = _builder(tfds, name, data_dir)
+    if not builder.is_prepared():
+        _check_can_download(name, builder.data_dir, download)
     class_names, multi_label = _label_feature(builder.info.features, name, image_key, label_key)
     label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
     names = _split_names(split, list(builder.info.splits.keys()))
@@ -81,7 +96,9 @@ def from_tfds(
     for role, split_name in names.items():
         if split_name is None:
             continue
-        dataset = tfds.load(name, split=split_name, data_dir=data_dir, shuffle_files=False)
+        dataset = tfds.load(
+            name, split=split_name, data_dir=data_dir, download=download, shuffle_files=False
+        )
         count = _count(builder.info, split_name)
         if count is not None:
             pipeline.check_memory(count, image_size, f"{name} {split_name}")
@@ -132,6 +149,46 @@ def from_tfds(
         image_size=image_size,
         skipped=[],
     )
+
+
+def _builder(tfds, name, data_dir):
+    """`tfds.builder(name)`; an unknown name raises naming the closest names, not all 1,000."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a TFDS dataset name. Received: name={name!r}")
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        base = name.split(":")[0].split("/")[0]
+        names = tfds.list_builders(with_community_datasets=False)
+        close = difflib.get_close_matches(base, names, n=5, cutoff=0.5)
+        hint = f" Closest names: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"Unknown TFDS dataset {base!r}.{hint} All names: "
+            f"https://www.tensorflow.org/datasets/catalog. Received: name={name!r}"
+        ) from None
+
+
+def _check_can_download(name, folder, download):
+    """Raises, at once, when a dataset missing from `folder` cannot be downloaded."""
+    copy = (
+        f"Download it where there is a network (`tfds.builder({name!r}).download_and_prepare()`),"
+        " copy its data folder (by default ~/tensorflow_datasets) here, and pass that folder as "
+        "`data_dir=` with `download=False`."
+    )
+    if not download:
+        raise ValueError(
+            f"The TFDS dataset {name!r} is not prepared in {folder}, and `download=False`. {copy}"
+        )
+    import requests  # a dependency of tensorflow_datasets
+
+    try:
+        requests.head(_PROBE_URL, timeout=_PROBE_TIMEOUT_S)
+    except requests.RequestException as error:
+        raise ValueError(
+            f"Cannot download the TFDS dataset {name!r}: this machine looks offline (it could not "
+            f"reach {_PROBE_URL} in {_PROBE_TIMEOUT_S} s: {type(error).__name__}), and the "
+            f"dataset is not in {folder}. {copy}"
+        ) from None
 
 
 def _label_feature(features, name, image_key, label_key):
