@@ -7,7 +7,7 @@
 >>> real("learning_rate", float("nan"), "(0, inf)")
 Traceback (most recent call last):
 ...
-ValueError: `learning_rate` must be a finite number in (0, inf). Received: learning_rate=nan
+ValueError: `learning_rate` must be a finite positive number. Received: learning_rate=nan
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import math
 import numbers
 
 import numpy as np
+
+WORDS = {"(0, inf)": "a finite positive number", "[0, inf)": "a finite number >= 0"}
 
 
 def is_integer(value):
@@ -43,7 +45,6 @@ def real(name, value, interval):
         or (value <= low if interval[0] == "(" else value < low)
         or (value >= high if interval[-1] == ")" else value > high)
     ):
-        raise ValueError(
-            f"`{name}` must be a finite number in {interval}. Received: {name}={value!r}"
-        )
+        kind = WORDS.get(interval, f"a finite number in {interval}")
+        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
     return float(value)
