@@ -279,6 +279,17 @@ def test_load_exported_from_files_folders_and_keras(trained, exported, tmp_path)
         load_exported(tmp_path / "missing.tflite")
 
 
+def test_the_model_s_class_names_are_the_default_labels(tmp_path):
+    model = tltk.build_classifier(BACKBONE, 3, weights=None)
+    model.class_names = ["ant", "bee", "cat"]
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    export(model, tmp_path / "out", formats=("tflite",), parity_data=pixels)
+    assert (tmp_path / "out" / "labels.txt").read_text().split() == ["ant", "bee", "cat"]
+    assert load_exported(tmp_path / "out" / "model_float32.tflite").class_names == model.class_names
+    model.save(tmp_path / "model.keras")
+    assert load_exported(tmp_path / "model.keras").class_names == ["ant", "bee", "cat"]
+
+
 def _record_naming(folder, path):
     folder.mkdir()
     record = {"files": [{"format": "tflite", "quantization": "float32", "path": str(path)}]}

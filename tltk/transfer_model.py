@@ -234,6 +234,12 @@ def as_transfer_model(model, argument="model"):
     raise ValueError(f"`{argument}` must be a tltk.TransferModel. Received: {type(model).__name__}")
 
 
+def class_names_of(model):
+    """The class names of a one-head `TransferModel`, else `None` (any other model, or unset)."""
+    names = model.class_names if isinstance(model, TransferModel) else None
+    return names if isinstance(names, list) else None
+
+
 def _check_heads(heads, names):
     if not isinstance(heads, dict) or not heads:
         raise ValueError(

@@ -24,6 +24,7 @@ from tltk.export.runtime import KerasRunner, SavedModelRunner
 from tltk.export.saved_model import LABELS_FILE, write_labels
 from tltk.export.text import TextAdapter
 from tltk.text import is_text_model
+from tltk.transfer_model import class_names_of
 
 FORMATS = ("saved_model", "tflite")
 PARITY_MODES = ("raise", "warn")
@@ -95,7 +96,7 @@ def export(
             drawn from the first 1,200. Required for `"int8"`. Defaults to `None`.
         labels: list or tuple of str. Class names in output order: one per output, non-empty,
             distinct, without line breaks (any that `str.splitlines` splits on). Defaults to
-            `"0"`, `"1"`, ...
+            the model's `class_names`, else `"0"`, `"1"`, ...
         parity_data: same types as `representative_data` (a list of strings for text).
             Held-out inputs for the parity gate; up to 500 are used. Defaults to `None` (use
             `representative_data`).
@@ -126,7 +127,9 @@ def export(
     quantizations = adapter.check_quantization(quantization)
     if parity not in PARITY_MODES:
         raise ValueError(f"`parity` must be one of {PARITY_MODES}. Received: parity={parity!r}")
-    class_names = check_labels(labels, adapter.num_classes)
+    class_names = check_labels(
+        class_names_of(model) if labels is None else labels, adapter.num_classes
+    )
     export_dir = check_destination(export_dir, overwrite=overwrite)
     tflite = quantizations if "tflite" in formats else ()
     inputs, source = adapter.prepare(tflite, representative_data, parity_data)

@@ -15,6 +15,7 @@ from tltk.export.record import RECORD_FILE
 from tltk.export.runtime import NUM_THREADS, KerasRunner, SavedModelRunner, TFLiteRunner
 from tltk.export.saved_model import EXTRA_ASSETS, LABELS_FILE, read_labels
 from tltk.model_file import load_model
+from tltk.transfer_model import class_names_of
 
 
 class Predictor:
@@ -99,9 +100,10 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     A path in a `tltk.export` folder is resolved once to the export's current version, which is
     held until loading ends: the files loaded (SavedModel graph and variables, labels) come from
     one export even while another process replaces it. TFLite files run with the LiteRT
-    interpreter (`ai-edge-litert`). Class names come from the
-    file itself when it carries them (the labels embedded in a tltk `.tflite`, a tltk SavedModel's
-    `assets.extra/labels.txt`), else from a `labels.txt` beside it, else `"0"`, `"1"`, ...
+    interpreter (`ai-edge-litert`). Class names come from the file itself when it carries them
+    (a `TransferModel`'s `class_names`, the labels embedded in a tltk `.tflite`, a tltk
+    SavedModel's `assets.extra/labels.txt`), else from a `labels.txt` beside it, else `"0"`,
+    `"1"`, ...
     A tltk export folder loads its SavedModel, or its first TFLite file when it has none. Text
     classifiers load from their `.keras` file or SavedModel and predict from strings (their
     TFLite file takes token ids, see `tltk.export_text`).
@@ -134,7 +136,8 @@ def _load(path, *, class_names, num_threads):
     if (path / RECORD_FILE).is_file() and not (path / "saved_model.pb").is_file():
         path = _pick_from_export(path)
     if path.is_file() and path.suffix == ".keras":
-        runner, kind, found = KerasRunner(load_model(path)), "keras", None
+        model = load_model(path)
+        runner, kind, found = KerasRunner(model), "keras", class_names_of(model)
     elif path.is_dir() and (path / "saved_model.pb").is_file():
         runner, kind = SavedModelRunner(path), "saved_model"
         found = _labels_file(path / EXTRA_ASSETS / LABELS_FILE)
