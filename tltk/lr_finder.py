@@ -89,6 +89,7 @@ def find_lr(
     """Runs the learning-rate range test and returns the rates, losses and a suggested rate.
 
     Trains what is trainable now (a frozen backbone stays frozen), then restores every weight.
+    Rates must be finite; an empty or unbatched `train` raises a `ValueError` before any step.
 
     Args:
         model: keras.Model. A tltk classifier (or any model with a `"predictions"` layer, or pass

@@ -171,7 +171,7 @@ def fine_tune(
     ```
     """
     model = as_transfer_model(model)
-    s = check_settings(**locals())
+    s = check_settings(**locals())  # the checked settings, a `training_inputs.Settings`
     check_data(model, train, validation)
     stages = ([[]] if s.head_epochs else []) + _plan(model, s.unfreeze, s.epochs)
     stage_epochs = ([s.head_epochs] if s.head_epochs else []) + _split(
@@ -179,11 +179,9 @@ def fine_tune(
     )
     steps = _steps_per_epoch(train)
     mode = "min" if s.monitor.endswith("loss") else "max"
-    if s.checkpoint_dir is None:
-        state = RunState({}, len(stages), mode)
-    else:
-        run = fingerprint(s, stages, stage_epochs, model, train, validation)
-        state = RunState.resume(run, len(stages), mode, s.checkpoint_dir)
+    checkpointed = s.checkpoint_dir is not None  # only then is the fingerprint (it reads data) used
+    run = fingerprint(s, stages, stage_epochs, model, train, validation) if checkpointed else {}
+    state = RunState.resume(run, len(stages), mode, s.checkpoint_dir)
     if state.best_weights is not None:
         model.set_weights(state.best_weights)
     records = []
