@@ -184,6 +184,7 @@ def test_bad_small_files_are_reported_by_name(tmp_path):
             image_batch([path], (*SIZE, 3))
 
 
+@pytest.mark.filterwarnings("ignore:`x` is uint16 with values up to")  # 16-bit on purpose
 @pytest.mark.parametrize("height, width", [(1, 1), (1, 9), (9, 1), (3, 90)])
 @pytest.mark.parametrize(
     "channels, dtype", [(3, "uint8"), (1, "uint8"), (4, "uint8"), (3, "float32"), (2, "uint16")]

@@ -47,8 +47,8 @@ def from_csv(
     `class_names`, are left out and listed in `skipped` (as `"csv_path:line"` for label problems);
     the rest is used. Files are checked and decoded as `tltk.data.from_directory` does.
 
-    A file listed on several rows is used once: a repeat with the same labels is left out and
-    listed in `skipped` (`"csv_path:line"`, naming the line it repeats); a repeat with other
+    A file listed on several usable rows is used once: a repeat with the same labels is left out
+    and listed in `skipped` (`"csv_path:line"`, naming the line it repeats); a repeat with other
     labels raises an error naming the file and its lines, since its label is unknown (and used
     twice, it could land in two splits).
 
@@ -113,7 +113,6 @@ def from_csv(
     label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
 
     entries, skipped = _parse_rows(csv_path, rows, filename_column, label_column, label_separator)
-    entries = _drop_repeats(csv_path, entries, skipped)
     if class_names is None and isinstance(label_column, list):
         class_names = label_column
     elif class_names is None:
@@ -127,6 +126,7 @@ def from_csv(
             skipped.append((f"{csv_path}:{line}", f"label(s) not in class_names: {unknown}"))
         else:
             usable.append((line, name, row_labels))
+    usable = _drop_repeats(csv_path, usable, skipped)
 
     paths = [str(image_dir / name) for _, name, _ in usable]
     pipeline.check_memory(len(paths), image_size, csv_path)
