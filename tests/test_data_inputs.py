@@ -73,14 +73,15 @@ def test_linked_and_unreadable_folders_are_read_or_reported(tmp_path, monkeypatc
     os.symlink(tmp_path / "data" / "cat", tmp_path / "data" / "cat" / "loop")
     os.symlink(tmp_path / "elsewhere" / "locked", tmp_path / "data" / "dog" / "locked")
     locked = str(tmp_path / "data" / "dog" / "locked")
+    refused = {locked}
     scandir = os.scandir
 
-    def refuse_locked(path="."):  # chmod 000 does not stop root, so refuse it here
-        if os.fspath(path) == locked:
-            raise PermissionError(13, "Permission denied", locked)
+    def refusing_scandir(path="."):  # chmod 000 does not stop root, so refuse here
+        if os.fspath(path) in refused:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
         return scandir(path)
 
-    monkeypatch.setattr(os, "scandir", refuse_locked)
+    monkeypatch.setattr(os, "scandir", refusing_scandir)
     with pytest.warns(UserWarning, match="Skipped 2 of 9"):
         data = tltk.data.from_directory(tmp_path / "data", image_size=8, validation_split=0.0)
     assert data.class_counts["train"] == {"cat": 5, "dog": 2}
@@ -88,6 +89,9 @@ def test_linked_and_unreadable_folders_are_read_or_reported(tmp_path, monkeypatc
     assert reasons[locked] == "unreadable folder (Permission denied)"
     loop = str(tmp_path / "data" / "cat" / "loop")
     assert reasons[loop].startswith("same folder as one already read")
+    refused.add(str(tmp_path / "data" / "dog"))  # a class folder that cannot be read is named
+    with pytest.raises(ValueError, match=r"dog: unreadable folder \(Permission denied\)"):
+        tltk.data.from_directory(tmp_path / "data", image_size=8)
 
 
 def test_file_names_that_are_not_utf8_load_and_bad_class_names_are_reported(tmp_path):

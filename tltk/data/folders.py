@@ -257,7 +257,8 @@ def _check_counts(train_labels, folders, class_names, skipped, warn=True):
     empty = [folders[name] for name, count in zip(class_names, counts) if count == 0]
     if empty:
         prefixes = tuple(os.path.join(folder, "") for folder in empty)
-        reasons = [f"{path}: {reason}" for path, reason in skipped if path.startswith(prefixes)]
+        within = [(p, r) for p, r in skipped if os.path.join(p, "").startswith(prefixes)]
+        reasons = [f"{path}: {reason}" for path, reason in within]
         detail = f" Files left out there: {'; '.join(reasons[:5])}." if reasons else ""
         raise ValueError(
             f"No usable training images in class folder(s) {', '.join(map(str, empty))}.{detail} "
