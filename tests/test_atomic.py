@@ -83,18 +83,31 @@ def test_a_writer_that_writes_nothing_fails_and_keeps_the_file(tmp_path):
 def _publish(target, content, **kwargs):
     with atomic.staged(target) as folder:
         (folder / "labels.txt").write_text(content)
-        return atomic.publish(folder, target, **kwargs)
+        atomic.publish(folder, target, **kwargs)
 
 
 def _is_labelled(path):
     return (path / "labels.txt").is_file()
 
 
-def _versions(parent):
-    return sorted(n for n in os.listdir(parent) if f"{atomic.MARKER}v-" in n)
+def _previous(parent):
+    """Previous versions kept beside a destination: swapped out, or of the link layout."""
+    return sorted(n for n in os.listdir(parent) if re.search(r"\.tltk-(old|v)-", n))
 
 
-def test_publish_fsyncs_every_file_and_folder(tmp_path, fsynced):
+def _contents(parent):
+    return sorted((parent / n / "labels.txt").read_text() for n in _previous(parent))
+
+
+@pytest.fixture(params=["rename flags", "plain renames"])
+def renames(request, monkeypatch):
+    """Publishes with renameat2 flags, then as on a filesystem without them (EINVAL)."""
+    if request.param == "plain renames":
+        monkeypatch.setattr(atomic, "_rename", lambda *args: False)
+    return request.param
+
+
+def test_publish_fsyncs_every_file_and_folder(tmp_path, fsynced, renames):
     target = tmp_path / "export"
     for content in ("first", "second"):
         with atomic.staged(target) as folder:
@@ -102,15 +115,14 @@ def test_publish_fsyncs_every_file_and_folder(tmp_path, fsynced):
             (folder / "nested" / "model.bin").write_text(content)
             (folder / "labels.txt").write_text(content)
             fsynced.clear()
-            version = atomic.publish(folder, target, replaceable=_is_labelled)
+            atomic.publish(folder, target, replaceable=_is_labelled)
         names = [p.name for p in fsynced]
         assert {"model.bin", "labels.txt", "nested", folder.name} <= set(names)
-        assert fsynced[-1] == tmp_path  # the parent, after the link is switched
+        assert fsynced[-1] == tmp_path  # the parent, after the rename
         assert (target / "nested" / "model.bin").read_text() == content
-        assert target.is_symlink() and os.readlink(target) == version.name
-    lock = f".export{atomic.MARKER}lock"
-    assert sorted(os.listdir(tmp_path)) == sorted(["export", lock, *_versions(tmp_path)])
-    assert len(_versions(tmp_path)) == 2  # the current version and the previous one
+        assert target.is_dir() and not target.is_symlink()  # a real folder: `cp -r` copies it
+    # the first export, swapped out, was removed: no reader held it
+    assert sorted(os.listdir(tmp_path)) == [f".export{atomic.MARKER}lock", "export"]
 
 
 def test_failure_while_staging_keeps_the_previous_folder(tmp_path):
@@ -125,7 +137,7 @@ def test_failure_while_staging_keeps_the_previous_folder(tmp_path):
 
 
 @pytest.mark.parametrize("replaceable", [None, _is_labelled])
-def test_publish_never_replaces_what_appeared_meanwhile(tmp_path, replaceable):
+def test_publish_never_replaces_what_appeared_meanwhile(tmp_path, replaceable, renames):
     target = tmp_path / "export"
     with atomic.staged(target) as folder:
         (folder / "labels.txt").write_text("tltk")
@@ -134,37 +146,99 @@ def test_publish_never_replaces_what_appeared_meanwhile(tmp_path, replaceable):
         with pytest.raises(FileExistsError, match="may not be replaced"):
             atomic.publish(folder, target, replaceable=replaceable)
     assert os.listdir(target) == ["notes.txt"] and (target / "notes.txt").read_text() == "mine"
-    assert not _versions(tmp_path) and not [n for n in os.listdir(tmp_path) if "-tmp-" in n]
+    assert not _previous(tmp_path) and not [n for n in os.listdir(tmp_path) if "-tmp-" in n]
 
 
-def test_publish_replaces_an_empty_folder_or_one_from_before_versions(tmp_path):
-    empty, legacy = tmp_path / "empty", tmp_path / "legacy"
+def test_a_folder_appearing_after_the_check_is_kept(tmp_path, monkeypatch):
+    """RENAME_NOREPLACE: a folder made between the check and the rename (even an empty one) is
+    not replaced; plain `os.rename` would replace an empty one."""
+    target = tmp_path / "export"
+    real = atomic._rename
+
+    def user_first(source, destination, how):
+        destination.mkdir(exist_ok=True)
+        return real(source, destination, how)
+
+    monkeypatch.setattr(atomic, "_rename", user_first)
+    with pytest.raises(FileExistsError, match="may not be replaced"):
+        _publish(target, "tltk")
+    assert target.is_dir() and not os.listdir(target)
+
+
+def test_publish_replaces_an_empty_folder_or_an_export(tmp_path, renames):
+    empty, export = tmp_path / "empty", tmp_path / "export"
     empty.mkdir()
     _publish(empty, "new", replaceable=lambda p: True)
-    assert (empty / "labels.txt").read_text() == "new" and empty.is_symlink()
-    legacy.mkdir()
-    (legacy / "labels.txt").write_text("old")
-    _publish(legacy, "new", replaceable=_is_labelled)
-    assert (legacy / "labels.txt").read_text() == "new"
-    previous = [tmp_path / n for n in _versions(tmp_path) if n.startswith(".legacy")]
-    assert sorted((p / "labels.txt").read_text() for p in previous) == ["new", "old"]
+    assert (empty / "labels.txt").read_text() == "new" and not empty.is_symlink()
+    export.mkdir()  # written before tltk published by renames: no lock file
+    (export / "labels.txt").write_text("old")
+    _publish(export, "new", replaceable=_is_labelled)
+    assert (export / "labels.txt").read_text() == "new" and not export.is_symlink()
+    assert not _previous(tmp_path)
 
 
-def test_a_reader_keeps_the_version_it_resolved(tmp_path):
+def test_a_reader_keeps_the_version_it_opened(tmp_path, renames):
     target = tmp_path / "export"
     _publish(target, "v1")
     with atomic.reading(target / "labels.txt") as held:
+        assert held.parts[:4] == ("/", "proc", "self", "fd")
         for content in ("v2", "v3", "v4"):
             _publish(target, content, replaceable=_is_labelled)
         assert held.read_text() == "v1" and (target / "labels.txt").read_text() == "v4"
-        assert len(_versions(tmp_path)) == 3  # v1 is held, v3 is the previous, v4 current
-    _publish(target, "v5", replaceable=_is_labelled)
-    assert sorted((tmp_path / n / "labels.txt").read_text() for n in _versions(tmp_path)) == [
-        "v4",
-        "v5",
-    ]
+        assert _contents(tmp_path) == ["v1"]  # held; v2 and v3 were removed at once
+        atomic.remove_stale(target)
+        assert _contents(tmp_path) == ["v1"]
+    atomic.remove_stale(target)  # the reader let go
+    assert not _previous(tmp_path)
     with atomic.reading(tmp_path / "elsewhere.txt") as plain:
-        assert plain == tmp_path / "elsewhere.txt"  # not in a version: yielded as it is
+        assert plain == tmp_path / "elsewhere.txt"  # not in a published folder: as it is
+
+
+def test_a_reader_through_a_link_of_its_own_is_held(tmp_path):
+    target = tmp_path / "export"
+    _publish(target, "v1")
+    (tmp_path / "shortcut").symlink_to(target)
+    with atomic.reading(tmp_path / "shortcut" / "labels.txt") as held:
+        _publish(target, "v2", replaceable=_is_labelled)
+        assert held.read_text() == "v1"
+
+
+def test_a_swap_between_open_and_lock_is_read_from_the_new_export(tmp_path, monkeypatch):
+    target = tmp_path / "export"
+    _publish(target, "v1")
+    real, pending = atomic.fcntl.flock, ["swap"]
+
+    def swapping(descriptor, operation):
+        if pending and operation == atomic.fcntl.LOCK_SH:
+            pending.pop()
+            _publish(target, "v2", replaceable=_is_labelled)  # removes v1: nobody holds it
+        return real(descriptor, operation)
+
+    monkeypatch.setattr(atomic.fcntl, "flock", swapping)
+    with atomic.reading(target) as held:
+        assert not pending and (held / "labels.txt").read_text() == "v2"
+
+
+def test_the_link_layout_is_read_and_replaced(tmp_path):
+    """Exports written when `export_dir` was a link to a `.NAME.tltk-v-...` folder."""
+    target = tmp_path / "export"
+    version = tmp_path / f".export{atomic.MARKER}v-123-0123abcd"
+    version.mkdir()
+    (version / "labels.txt").write_text("linked")
+    older = tmp_path / f".export{atomic.MARKER}v-123-4567cdef"
+    older.mkdir()
+    target.symlink_to(version.name)
+    (tmp_path / f".export{atomic.MARKER}lock").touch()
+    atomic.remove_stale(target)
+    assert _previous(tmp_path) == [version.name]  # the linked version is current: kept
+    with atomic.reading(target) as held:
+        _publish(target, "real", replaceable=_is_labelled)
+        assert (held / "labels.txt").read_text() == "linked"
+        assert _previous(tmp_path) == [version.name]  # held
+    assert target.is_dir() and not target.is_symlink()
+    assert (target / "labels.txt").read_text() == "real"
+    atomic.remove_stale(target)
+    assert not _previous(tmp_path)
 
 
 def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):

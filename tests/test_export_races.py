@@ -12,9 +12,11 @@ import keras
 import pytest
 
 from tests.export_race_worker import check_whole, identify, tiny_model
+from tltk import atomic
 from tltk.export import export, load_exported
 
 image_adapter = importlib.import_module("tltk.export.image_adapter")
+predictor_module = importlib.import_module("tltk.export.predictor")
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_race_worker.py")
 
 
@@ -71,6 +73,49 @@ def test_two_exports_to_one_new_folder_the_second_fails(tiny, tmp_path, monkeypa
     assert predictor.class_names == other_labels  # the first export to finish is kept whole
 
 
+def _previous(folder):
+    return [n for n in os.listdir(folder) if ".tltk-old-" in n or ".tltk-v-" in n]
+
+
+def test_a_load_reads_one_export_while_three_replace_it(tiny, tmp_path, monkeypatch):
+    model, labels = tiny
+    target = tmp_path / "out"
+    export(model, target, formats=["saved_model"], labels=labels)
+    real = predictor_module.SavedModelRunner
+
+    def replaced_three_times_first(path):
+        for round_ in (1, 2, 3):  # while the load holds the export it opened
+            newer = identify(model, 1, round_)
+            export(model, target, formats=["saved_model"], labels=newer, overwrite=True)
+        assert len(_previous(tmp_path)) == 1  # the held one; rounds 1 and 2 were removed
+        return real(path)
+
+    monkeypatch.setattr(predictor_module, "SavedModelRunner", replaced_three_times_first)
+    predictor = load_exported(target)
+    assert check_whole(predictor) == "w1r0" and predictor.path == target / "saved_model"
+    monkeypatch.undo()
+    identify(model, 1, 0)  # the fixture's weights again
+    assert check_whole(load_exported(target)) == "w1r3"
+    atomic.remove_stale(target)  # the load let go of round 0
+    assert not _previous(tmp_path)
+
+
+def test_an_export_of_the_link_layout_loads_and_is_replaced(tiny, tmp_path):
+    """`export_dir` written as a link to `.NAME.tltk-v-...` (tltk before real folders)."""
+    model, labels = tiny
+    export(model, tmp_path / "written", formats=["saved_model"], labels=labels)
+    target, version = tmp_path / "out", tmp_path / ".out.tltk-v-123-0123abcd"
+    os.rename(tmp_path / "written", version)
+    target.symlink_to(version.name)
+    (tmp_path / ".out.tltk-lock").touch()
+    check_whole(load_exported(target))
+    check_whole(load_exported(target / "saved_model"))
+    newer = identify(tiny_model(2), 2, 5)
+    export(tiny_model(2), target, formats=["saved_model"], labels=newer, overwrite=True)
+    assert target.is_dir() and not target.is_symlink() and not _previous(tmp_path)
+    assert load_exported(target).class_names == newer
+
+
 @pytest.mark.slow
 def test_four_writers_and_a_reader(tmp_path):
     """4 processes export to one folder and one loads it in a loop for 30 s: every load sees one
@@ -109,6 +154,7 @@ def test_four_writers_and_a_reader(tmp_path):
     assert loader["loads"] >= 10 and len(loader["writers_seen"]) >= 2, loader
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / "data" / "image.png").read_bytes() == b"png"
-    versions = [n for n in os.listdir(tmp_path) if ".tltk-v-" in n]
-    assert 1 <= len(versions) <= 2 and os.readlink(out) in versions
+    assert out.is_dir() and not out.is_symlink()
+    atomic.remove_stale(out)  # an export the loader held at the end, if any
+    assert not _previous(tmp_path) and not [n for n in os.listdir(tmp_path) if "-tmp-" in n]
     check_whole(load_exported(out))

@@ -9,16 +9,16 @@ export) is staged beside its destination, flushed file by file, and swapped into
 (`Figure.savefig`, `keras.Model.save`, `PIL.Image.save`). This module imports nothing from tltk,
 so every layer of the package may use it.
 
-A folder is published as a version: `publish` renames the staged folder to a hidden version
-folder beside the destination (`.NAME.tltk-v-...`) and makes the destination a symbolic link to
-it, switched with one `os.replace`. Every documented path (`out/model.tflite`) stays reachable
-through the link, and a reader that resolves the link once (`reading`, `os.path.realpath`) reads
-one whole version, however often it is replaced meanwhile. Writers of one destination take turns
-under a lock file beside it (`.NAME.tltk-lock`, `fcntl.flock`); a publish re-checks the
-destination under that lock and replaces only what the caller accepts, so nothing created
-meanwhile is lost. Versions older than the previous one are removed, except one a reader holds.
-Staging folders left by a killed process are removed by the next `staged` call for the same
-destination. Locks and links need a POSIX system (Linux, macOS).
+A staged folder is published by one atomic rename under the destination's lock
+(`.NAME.tltk-lock` beside it, `fcntl.flock`): `renameat2(RENAME_NOREPLACE)` when nothing is
+there, `renameat2(RENAME_EXCHANGE)` (macOS: `renamex_np(RENAME_SWAP)`) to swap out an export the
+caller accepts, which then waits under a hidden `.NAME.tltk-old-...` name until no reader holds it.
+The destination stays a real folder, so `cp -r`, `rsync` and `tar` copy it whole. A publish
+re-checks the destination under the lock and replaces only what the caller accepts, so nothing
+created meanwhile is lost. A reader (`reading`) opens the folder, holds a shared lock on it and
+reads through `/proc/self/fd/N`, which keeps naming that folder however often it is swapped out.
+Staging folders left by a killed process, and previous versions once no reader holds them, are
+removed by the next `staged` call for the same destination. Locks need a POSIX system.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import ctypes
 import errno
 import os
 import pathlib
-import re
 import shutil
 import sys
 import uuid
@@ -40,10 +39,18 @@ except ImportError:  # Windows: `publish` and `reading` then refuse with a clear
 
 MARKER = ".tltk-"
 _AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-# A published version folder: `.NAME.tltk-v-PID-TOKEN` (see `_sibling`).
+# renameat2 (Linux) and renamex_np (macOS) flags: RENAME_NOREPLACE / RENAME_EXCL, RENAME_EXCHANGE /
+# RENAME_SWAP.
+_RENAME_FLAGS = {
+    "linux": {"noreplace": 1, "exchange": 2},
+    "darwin": {"noreplace": 4, "exchange": 2},
+}
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+_FD_FOLDER = "/proc/self/fd"
 _REFUSED = "exists and may not be replaced; nothing was changed"
-_VERSION = re.compile(r"\..+" + re.escape(MARKER) + r"v-\d+-[0-9a-f]{8}")
+# Previous versions: swapped out by `publish` ("old"), or of the symbolic-link layout that tltk
+# wrote before ("v": the destination was a link to `.NAME.tltk-v-PID-TOKEN`).
+_PREVIOUS = ("old", "v")
 
 
 def write_bytes(path, data):
@@ -164,24 +171,22 @@ def staged(destination):
 
 
 def publish(folder, destination, *, replaceable=None):
-    """Flushes `folder` to disk and makes it the current version of `destination`.
+    """Flushes `folder` to disk and renames it to `destination` in one step.
 
-    Under the destination's lock, `folder` becomes a hidden version folder beside `destination`,
-    and `destination` a relative symbolic link to it, created or switched in one step. What is
-    at `destination` is checked at that moment: nothing there is always fine; a link or folder is
-    replaced only when `replaceable(destination)` is true (an empty folder is removed with
-    `os.rmdir`, which removes nothing else; a folder from before versions becomes the previous
-    version); anything else raises `FileExistsError` and leaves both untouched (`folder` too).
-    Then versions older than the previous one are removed, unless a reader holds them.
+    Under the destination's lock, what is at `destination` is checked at that moment: nothing
+    there is always fine (`RENAME_NOREPLACE`, so nothing that appears meanwhile is replaced); an
+    existing folder or link is replaced only when `replaceable(destination)` is true: an empty
+    folder is removed with `os.rmdir` (which removes nothing else), anything else is swapped out
+    with `RENAME_EXCHANGE` and removed once no reader holds it; otherwise `FileExistsError`, and
+    both are left untouched (`folder` too). Where the filesystem cannot exchange (some network
+    and FUSE filesystems), the swap is two renames: `destination` is absent for that moment, and
+    readers (`reading`) wait for it on the lock.
 
     Args:
         folder: str or Path. A folder from `staged`.
         destination: str or Path. Where it goes.
         replaceable: callable or None. Takes the existing `destination` and says whether it may be
             replaced; `None` replaces nothing. Defaults to `None`.
-
-    Returns:
-        The version folder, a `pathlib.Path`.
 
     Raises:
         FileExistsError: `destination` exists and may not be replaced.
@@ -197,141 +202,162 @@ def publish(folder, destination, *, replaceable=None):
     folder, destination = pathlib.Path(folder), pathlib.Path(destination)
     _fsync_tree(folder)
     with _locked(_sibling_name(destination, "lock"), exclusive=True, create=True):
-        exists = os.path.lexists(destination)
-        if exists and (replaceable is None or not replaceable(destination)):
+        if not os.path.lexists(destination):
+            _place(folder, destination)
+        elif replaceable is None or not replaceable(destination):
             raise FileExistsError(errno.EEXIST, _REFUSED, str(destination))
-        version = _sibling(destination, "v")
-        os.rename(folder, version)
-        try:
-            previous = _link(version, destination) if exists else None
-            if not exists:
-                os.symlink(version.name, destination)  # fails if anything appeared meanwhile
-        except OSError as error:
-            os.rename(version, folder)  # back to staging, which `staged` removes
-            if error.errno in (errno.EEXIST, errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR):
-                raise FileExistsError(errno.EEXIST, _REFUSED, str(destination)) from error
-            raise
+        elif _empty_folder(destination):
+            # os.rmdir fails if anything was put in it meanwhile
+            _refusing(destination, os.rmdir, destination)
+            _place(folder, destination)
+        else:
+            _swap(folder, destination)
         fsync_folder(destination.parent)
-        _remove_versions(destination, keep={version.name, previous})
-    return version
+        _remove_previous(destination)
 
 
 @contextlib.contextmanager
 def reading(path):
-    """Yields `path` resolved to the version it names now, which no writer removes until the end.
+    """Yields a path that reads the published folder holding `path` as it is now, until the end.
 
-    A path inside a published folder (`out`, `out/saved_model`, `out/model.tflite`) is resolved
-    through the link to its version folder, held with a shared lock; other paths are yielded as
-    they are. Reading every file of a SavedModel under one `reading` block reads one export.
+    When `path` is (or is inside) a folder written by `publish`, that folder is opened and held
+    with a shared lock, and the yielded path reads through the descriptor
+    (`/proc/self/fd/N/...`): every file read in the block comes from one version, however often it
+    is replaced meanwhile, and that version is not removed while held. Other paths are yielded as
+    they are; so is `path` where `/proc/self/fd` is missing (macOS), held but read by its name.
 
     Args:
         path: str or Path. A file or folder.
 
     Yields:
-        A `pathlib.Path`: the resolved path, or `path` itself when it is not in a version.
+        A `pathlib.Path` to read from.
 
     Example:
 
     ```python
-    with reading("exports/pets/saved_model") as resolved:
-        loaded = tf.saved_model.load(str(resolved))
+    with reading("exports/pets/saved_model") as pinned:
+        loaded = tf.saved_model.load(str(pinned))
     ```
     """
     path = pathlib.Path(path)
-    real = pathlib.Path(os.path.realpath(path))
-    while True:
-        version = next((p for p in (real, *real.parents) if _VERSION.fullmatch(p.name)), None)
-        if version is None:
-            yield path
-            return
-        held = _hold(version)
-        if held is not None:
-            try:
-                yield real
-            finally:
-                os.close(held)
-            return
-        again = pathlib.Path(os.path.realpath(path))
-        if again == real:  # the link names a removed version: let the caller's open fail
-            yield real
-            return
-        real = again  # removed before we held it; a newer version is there now
+    found = _published_root(path)
+    descriptor = _hold(found[0]) if found else None
+    if descriptor is None:
+        yield path
+        return
+    try:
+        pinned = pathlib.Path(_FD_FOLDER, str(descriptor)) if os.path.isdir(_FD_FOLDER) else None
+        yield pinned / found[1] if pinned else path
+    finally:
+        os.close(descriptor)
 
 
 def remove_stale(destination):
-    """Removes staging folders of `destination` whose writing process no longer runs."""
+    """Removes what writers of `destination` left: staging folders of processes that no longer
+    run, and previous versions no reader holds."""
     destination = pathlib.Path(destination)
-    prefix = f".{destination.name}{MARKER}tmp-"
     if not destination.parent.is_dir():
         return
+    prefix = f".{destination.name}{MARKER}tmp-"
     for candidate in destination.parent.iterdir():
-        if not candidate.name.startswith(prefix) or not candidate.is_dir():
-            continue
         pid = candidate.name[len(prefix) :].split("-")[0]
-        if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(candidate, ignore_errors=True)
+        if candidate.name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+            _remove_unheld(candidate)
+    with contextlib.suppress(FileNotFoundError):  # no lock file: never published
+        with _locked(_sibling_name(destination, "lock"), exclusive=True):
+            _remove_previous(destination)
 
 
-def _link(version, destination):
-    """Points the existing `destination` at `version`; returns the previous version's name."""
-    if destination.is_symlink():
-        previous = os.readlink(destination)
-        link = _sibling(destination, "link")
-        os.symlink(version.name, link)
-        try:
-            os.replace(link, destination)  # fails on a folder that replaced the link meanwhile
-        except OSError:
-            os.unlink(link)
-            raise
-        return previous
-    if not any(destination.iterdir()):
-        os.rmdir(destination)  # removes an empty folder only
-        os.symlink(version.name, destination)
-        return None
-    # A folder written before versions: it becomes the previous version.
-    previous = _sibling(destination, "v")
-    link = _sibling(destination, "link")
-    os.symlink(version.name, link)
-    if _exchange(link, destination):
-        os.rename(link, previous)  # `link` now names the former folder
-    else:
-        os.rename(destination, previous)
-        os.rename(link, destination)
-    return previous.name
+def _place(folder, destination):
+    """Renames `folder` to the absent `destination`; refuses if anything appeared there."""
+    if not _refusing(destination, _rename, folder, destination, "noreplace"):
+        # No RENAME_NOREPLACE here: os.rename replaces an empty folder only (POSIX).
+        _refusing(destination, os.rename, folder, destination)
 
 
-def _remove_versions(destination, keep):
-    prefix = f".{destination.name}{MARKER}v-"
+def _swap(folder, destination):
+    """Puts `folder` at `destination`; the former one goes to a `.NAME.tltk-old-...` name."""
+    previous = _sibling(destination, "old")
+    if _rename(folder, destination, "exchange"):
+        os.rename(folder, previous)  # `folder` names the former destination now
+        return
+    os.rename(destination, previous)  # readers wait on the lock while it is absent
+    _place(folder, destination)
+
+
+def _refusing(destination, function, *args):
+    """Calls `function`; `destination` taken meanwhile raises `FileExistsError`."""
+    try:
+        return function(*args)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise FileExistsError(errno.EEXIST, _REFUSED, str(destination)) from error
+        raise
+
+
+def _empty_folder(path):
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def _remove_previous(destination):
+    """Removes the previous versions of `destination` no reader holds (call under its lock)."""
+    linked = os.readlink(destination) if destination.is_symlink() else None
+    prefixes = tuple(f".{destination.name}{MARKER}{kind}-" for kind in _PREVIOUS)
     for candidate in destination.parent.iterdir():
-        if not candidate.name.startswith(prefix) or candidate.name in keep:
-            continue
-        with contextlib.suppress(BlockingIOError), _locked(candidate, exclusive=True, wait=False):
-            shutil.rmtree(candidate)  # no reader holds it
+        if candidate.name.startswith(prefixes) and candidate.name != linked:
+            _remove_unheld(candidate)
 
 
-def _hold(version):
-    """A descriptor holding a shared lock on `version`, or None when it was removed."""
-    try:
-        descriptor = os.open(version, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
+def _remove_unheld(path):
+    """Removes a link, or a folder unless a reader holds a shared lock on it."""
+    if path.is_symlink():
+        os.unlink(path)
+        return
+    with contextlib.suppress(BlockingIOError, FileNotFoundError):
+        with _locked(path, exclusive=True, wait=False):
+            shutil.rmtree(path)
+
+
+def _published_root(path):
+    """`(root, rest)`: the folder written by `publish` that holds `path`, and `path` inside it."""
+    if fcntl is None:
         return None
-    fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits while a writer removes it
-    try:
-        if os.path.samestat(os.fstat(descriptor), os.stat(version)):
-            return descriptor
-    except FileNotFoundError:
-        pass
-    os.close(descriptor)
+    absolute = pathlib.Path(os.path.abspath(path))
+    real = pathlib.Path(os.path.realpath(path))  # `path` reached through a link of the user's
+    for full in (absolute, real):
+        for root in (full, *full.parents):
+            if root.name and _sibling_name(root, "lock").is_file():
+                return root, full.relative_to(root)
     return None
+
+
+def _hold(root):
+    """A descriptor of `root` holding a shared lock, opened while `root` names it; else None."""
+    waited = False
+    while True:
+        try:
+            descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if waited:
+                return None  # let the caller's open fail
+            with _locked(_sibling_name(root, "lock"), exclusive=False):
+                waited = True  # a writer swapping by two renames is done now
+            continue
+        except NotADirectoryError:
+            return None
+        fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits while a writer removes it
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(descriptor), os.stat(root)):
+                return descriptor
+        os.close(descriptor)  # swapped out between open and lock: open the new one
 
 
 @contextlib.contextmanager
 def _locked(path, *, exclusive, wait=True, create=False):
-    """Holds an `flock` on a folder, or on a lock file (`create`s it); yields the descriptor."""
+    """Holds an `flock` on a folder or lock file (`create`s the file); yields the descriptor."""
     if fcntl is None:
         raise OSError(errno.ENOSYS, "tltk exports need POSIX file locks (Linux, macOS)", path)
-    flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY | os.O_DIRECTORY
-    descriptor = os.open(path, flags, 0o644)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT if create else os.O_RDONLY, 0o644)
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         fcntl.flock(descriptor, mode if wait else mode | fcntl.LOCK_NB)
@@ -367,20 +393,27 @@ def _fsync_tree(folder):
         fsync_folder(root)
 
 
-def _exchange(a, b):
-    if not sys.platform.startswith("linux"):
+def _rename(source, target, how):
+    """`renameat2` (Linux) or `renamex_np` (macOS) with flag `how` ("noreplace", "exchange").
+
+    Returns False where the system or the filesystem does not support it.
+    """
+    system = "darwin" if sys.platform == "darwin" else sys.platform[:5]
+    if system not in _RENAME_FLAGS:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
+    function = getattr(libc, "renameat2" if system == "linux" else "renamex_np", None)
+    if function is None:
         return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
+    names = os.fsencode(source), os.fsencode(target)
+    flag = _RENAME_FLAGS[system][how]
+    args = (_AT_FDCWD, names[0], _AT_FDCWD, names[1], flag) if system == "linux" else (*names, flag)
+    if function(*args) == 0:
         return True
     code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    if code in _UNSUPPORTED:
         return False
-    raise OSError(code, f"Cannot swap {a} into {b}: {os.strerror(code)}")
+    raise OSError(code, os.strerror(code), str(target))
 
 
 def _running(pid):

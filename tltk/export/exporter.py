@@ -72,16 +72,16 @@ def export(
     noise mean nothing), and a dynamic file cannot be judged: `parity="raise"` refuses up front,
     `"warn"` warns and leaves it unchecked.
 
-    Everything is written to a hidden folder beside `export_dir`, flushed to disk, and published
-    (`tltk.atomic.publish`): `export_dir` is a symbolic link to the current version
-    (`.NAME.tltk-v-...` beside it), switched in one step, so every file above is at its path, a
-    failure, a failed gate with `parity="raise"`, or a killed process leaves any previous export
-    whole, and a reader that resolves the link once (`load_exported` does,
-    `os.path.realpath(export_dir)` does) reads one whole export. Exports to one folder take turns
-    under a lock file beside it; what is at `export_dir` is checked again at that moment, and
-    only an empty folder or a complete tltk export (with its `export.json`) is replaced, only with
-    `overwrite=True`; anything else raises and is left untouched. The previous version is kept
-    for readers that hold it; older ones are removed.
+    Everything is written to a hidden folder beside `export_dir`, flushed to disk, and renamed
+    to `export_dir` in one step (`tltk.atomic.publish`; a previous export is swapped out with
+    `RENAME_EXCHANGE`), so `export_dir` is a real folder (`cp -r`, `rsync`, `tar` copy it whole),
+    a failure, a failed gate with `parity="raise"`, or a killed process leaves any previous
+    export whole, and `load_exported` reads one whole export while another process replaces it.
+    Exports to one folder take turns under a lock file beside it (`.NAME.tltk-lock`); what is at
+    `export_dir` is checked again at that moment, and only an empty folder or a complete tltk
+    export (with its `export.json`) is replaced, only with `overwrite=True`; anything else raises
+    and is left untouched. A replaced export is removed as soon as no reader holds it (until
+    then it waits beside `export_dir` as `.NAME.tltk-old-...`).
 
     Args:
         model: keras.Model. An image classifier with one fixed-size image input taking raw pixels

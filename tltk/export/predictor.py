@@ -97,13 +97,13 @@ class Predictor:
 def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     """Loads a `.keras` file, a SavedModel or a `.tflite` file as a `Predictor`.
 
-    A path in a `tltk.export` folder is resolved once to the export's current version, which is
-    held until loading ends: the files loaded (SavedModel graph and variables, labels) come from
-    one export even while another process replaces it. TFLite files run with the LiteRT
-    interpreter (`ai-edge-litert`). Class names come from the file itself when it carries them
-    (a `TransferModel`'s `class_names`, the labels embedded in a tltk `.tflite`, a tltk
-    SavedModel's `assets.extra/labels.txt`), else from a `labels.txt` beside it, else `"0"`,
-    `"1"`, ...
+    A path in a `tltk.export` folder is read through the export as it is when loading starts,
+    held until loading ends (`tltk.atomic.reading`): the files loaded (SavedModel graph and
+    variables, labels) come from one export even while another process replaces it. TFLite
+    files run with the LiteRT interpreter (`ai-edge-litert`). Class names come from the file
+    itself when it carries them (a `TransferModel`'s `class_names`, the labels embedded in a tltk
+    `.tflite`, a tltk SavedModel's `assets.extra/labels.txt`), else from a `labels.txt` beside
+    it, else `"0"`, `"1"`, ...
     A tltk export folder loads its SavedModel, or its first TFLite file when it has none. Text
     classifiers load from their `.keras` file or SavedModel and predict from strings (their
     TFLite file takes token ids, see `tltk.export_text`).
@@ -115,7 +115,7 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
         num_threads: int. TFLite interpreter threads. Defaults to `2`.
 
     Returns:
-        A `Predictor` (its `path` names the version loaded).
+        A `Predictor`; its `path` is `path`, or the model file picked in an export folder.
 
     Raises:
         ValueError: `path` is none of these, or the folder's `export.json` is damaged or names a
@@ -128,22 +128,25 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     names, probabilities = predictor.predict(images)
     ```
     """
-    with atomic.reading(path) as resolved:
-        return _load(resolved, class_names=class_names, num_threads=num_threads)
+    path = pathlib.Path(path)
+    with atomic.reading(path) as held:
+        return _load(held, path, class_names=class_names, num_threads=num_threads)
 
 
-def _load(path, *, class_names, num_threads):
-    if (path / RECORD_FILE).is_file() and not (path / "saved_model.pb").is_file():
-        path = _pick_from_export(path)
-    if path.is_file() and path.suffix == ".keras":
-        model = load_model(path)
+def _load(held, path, *, class_names, num_threads):
+    """Loads from `held` (where the files are read); `path` names it in messages and the result."""
+    if (held / RECORD_FILE).is_file() and not (held / "saved_model.pb").is_file():
+        name = _pick_from_export(held, path)
+        held, path = held / name, path / name
+    if held.is_file() and held.suffix == ".keras":
+        model = load_model(held)
         runner, kind, found = KerasRunner(model), "keras", class_names_of(model)
-    elif path.is_dir() and (path / "saved_model.pb").is_file():
-        runner, kind = SavedModelRunner(path), "saved_model"
-        found = _labels_file(path / EXTRA_ASSETS / LABELS_FILE)
-    elif path.is_file() and path.suffix == ".tflite":
-        runner, kind = TFLiteRunner(path, num_threads=num_threads), "tflite"
-        found = _embedded_labels(path)
+    elif held.is_dir() and (held / "saved_model.pb").is_file():
+        runner, kind = SavedModelRunner(held), "saved_model"
+        found = _labels_file(held / EXTRA_ASSETS / LABELS_FILE)
+    elif held.is_file() and held.suffix == ".tflite":
+        runner, kind = TFLiteRunner(held, num_threads=num_threads), "tflite"
+        found = _embedded_labels(held)
     else:
         raise ValueError(
             "`path` must be a .keras file, a SavedModel folder, a .tflite file or a tltk export "
@@ -152,28 +155,29 @@ def _load(path, *, class_names, num_threads):
     if class_names is None:
         class_names = (
             found
-            or _labels_file(path.parent / LABELS_FILE)
+            or _labels_file(held.parent / LABELS_FILE)
             or [str(i) for i in range(_count_classes(runner))]
         )
     return Predictor(runner, path=path, kind=kind, class_names=class_names)
 
 
-def _pick_from_export(folder):
+def _pick_from_export(folder, shown):
+    """The name of the model file to load in the export `folder` (called `shown` in messages)."""
     if (folder / "saved_model" / "saved_model.pb").is_file():
-        return folder / "saved_model"
-    for entry in _record_files(folder):
+        return "saved_model"
+    for entry in _record_files(folder, shown):
         if entry.get("format") == "tflite" and (folder / entry["path"]).is_file():
-            return folder / entry["path"]
+            return entry["path"]
     raise ValueError(
-        f"The export folder {folder} holds no model file. Received: path={str(folder)!r}"
+        f"The export folder {shown} holds no model file. Received: path={str(shown)!r}"
     )
 
 
-def _record_files(folder):
+def _record_files(folder, shown):
     """The `files` entries of an export folder's record, each path checked to stay inside it."""
-    record_path = folder / RECORD_FILE
+    record_path = shown / RECORD_FILE
     try:
-        files = json.loads(record_path.read_text(encoding="utf-8"))["files"]
+        files = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))["files"]
         paths = [entry["path"] for entry in files]
         if not all(isinstance(p, str) and p for p in paths):
             raise TypeError("a file's path is not a name")
