@@ -211,3 +211,23 @@ def test_from_tfds_offline_fails_fast_and_says_how_to_use_a_copy(tmp_path, monke
     assert time.monotonic() - start < 10
     with pytest.raises(ValueError, match=r"not prepared in .*`download=False`"):
         tltk.data.from_tfds("tf_flowers", image_size=8, data_dir=str(tmp_path), download=False)
+
+
+def test_prediction_reads_uint16_arrays_as_training_does():
+    from tltk.export.images import image_batch
+
+    pixels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(1, 16, 16, 1)[..., [0, 0, 0]]
+    with pytest.warns(UserWarning, match="uint16"):
+        trained_on = tltk.data.from_arrays(
+            np.repeat(pixels, 4, axis=0),
+            [0, 1, 0, 1],
+            image_size=(16, 16),
+            batch_size=4,
+            validation_split=0,
+            test_split=0,
+        )
+    with pytest.warns(UserWarning, match="uint16"):
+        predicted_on = image_batch(pixels, (16, 16, 3), name="images")
+    train_pixels = next(iter(trained_on.train))[0].numpy()[0]
+    np.testing.assert_array_equal(predicted_on[0], train_pixels)
+    assert predicted_on.max() == 255

@@ -82,7 +82,7 @@ def test_freeze_and_unfreeze_by_count_name_and_all():
     ]
     trainable = lambda: [g.name for g in tltk.layer_groups(model) if g.trainable]  # noqa: E731
     assert trainable() == ["head"]
-    tltk.unfreeze(model, groups=2)
+    tltk.unfreeze(model, groups=np.int64(2))  # numpy integers count as integers
     assert trainable() == ["block_16", "top", "head"]
     tltk.unfreeze(model, groups=["stem"])
     assert trainable() == ["stem", "block_16", "top", "head"]

@@ -289,7 +289,7 @@ def test_bad_arguments_fail_clearly(tiny_bert, tmp_path):
         ValueError, match="Unknown keras-hub preset 'bert_tiny_en_uncasd'.*bert_tiny_en_uncased"
     ):
         build_text_classifier("bert_tiny_en_uncasd", 2)
-    with pytest.raises(ValueError, match="`lora_rank` must be a positive integer.*lora_rank=0"):
+    with pytest.raises(ValueError, match="`lora_rank` must be an integer >= 1.*lora_rank=0"):
         build_text_classifier(tiny_bert, 2, lora_rank=0)
     with pytest.raises(ValueError, match="`sequence_length` must be an integer >= 2"):
         build_text_classifier(tiny_bert, 2, sequence_length=1)
@@ -302,11 +302,13 @@ def test_bad_arguments_fail_clearly(tiny_bert, tmp_path):
     )
     with pytest.raises(ValueError, match="must take a batch of strings"):
         export_text(image, tmp_path / "x")
-    text_model = build_text_classifier(tiny_bert, 2, sequence_length=8)
+    text_model = build_text_classifier(tiny_bert, 2, sequence_length=np.int64(8))
     with pytest.raises(ValueError, match="text classifier.*quantization=\\['float32', 'int8'\\]"):
         tltk.export(text_model, tmp_path / "y", quantization=["float32", "int8"])
     with pytest.raises(ValueError, match="`labels` must be a list or tuple"):
         export_text(text_model, tmp_path / "y", labels="ab")  # a bare string is not two names
-    with pytest.raises(ValueError, match="`labels` must be distinct, non-empty names"):
+    with pytest.raises(ValueError, match="`labels` must not hold line breaks"):
         export_text(text_model, tmp_path / "y", labels=["sports", "tech\r"])
+    with pytest.raises(ValueError, match="`labels` must be distinct, non-empty names"):
+        export_text(text_model, tmp_path / "y", labels=["sports", " "])
     assert not (tmp_path / "y").exists()

@@ -18,6 +18,7 @@ import math
 
 import keras
 
+from tltk.argcheck import is_integer
 from tltk.backbones.keras_hub import keep_lora_only
 from tltk.backbones.registry import assign_groups
 from tltk.transfer_model import HEAD_GROUP, as_transfer_model
@@ -140,7 +141,8 @@ def _chosen(groups, names):
     """The set of group names that `unfreeze(model, groups)` picks, or a ValueError."""
     if groups == "all":
         return set(names)
-    if isinstance(groups, int) and not isinstance(groups, bool):
+    if is_integer(groups):
+        groups = int(groups)
         if not 0 <= groups <= len(names):
             raise ValueError(
                 f"`groups` must be 0 to {len(names)} (this backbone's groups: {names}), a list of "

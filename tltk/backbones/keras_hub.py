@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltk.argcheck import integer
 from tltk.backbones.hub import NETWORK_TIMEOUT_S, network_timeout, slug
 from tltk.backbones.registry import BackboneSpec, register_backbone
 
@@ -347,21 +348,9 @@ def load_text_encoder(preset, *, sequence_length=128, lora_rank=None):
         A tuple `(TextPreprocessing, keras.Model)`.
     """
     keras_hub = import_keras_hub()
-    if (
-        not isinstance(sequence_length, int)
-        or isinstance(sequence_length, bool)
-        or sequence_length < 2
-    ):
-        raise ValueError(
-            "`sequence_length` must be an integer >= 2. Received: "
-            f"sequence_length={sequence_length!r}"
-        )
-    if lora_rank is not None and (
-        not isinstance(lora_rank, int) or isinstance(lora_rank, bool) or lora_rank < 1
-    ):
-        raise ValueError(
-            f"`lora_rank` must be a positive integer or None. Received: lora_rank={lora_rank!r}"
-        )
+    sequence_length = integer("sequence_length", sequence_length, minimum=2)
+    if lora_rank is not None:
+        lora_rank = integer("lora_rank", lora_rank, minimum=1)
     folder = check_preset(preset)
     preprocessor = load_from_preset(
         keras_hub.models.TextClassifierPreprocessor, folder, sequence_length=sequence_length

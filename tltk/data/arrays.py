@@ -108,19 +108,33 @@ def _check_images(x):
             "`x` must be images shaped (n, height, width) or (n, height, width, channels) with 1 "
             f"to 4 channels. Received: x with shape {x.shape}"
         )
+    return to_uint8(x, "x")
+
+
+def to_uint8(x, name):
+    """Raw pixels 0..255 as uint8, from the dtypes a user's arrays come in; else a `ValueError`.
+
+    uint8 is kept; ints and floats in 0..255 (uint16 too) are rounded; uint16 above 255 keeps its
+    high byte, as 16-bit PNG files do (with a warning); floats in 0..1 are refused. `from_arrays`
+    and prediction (`tltk.export.images.image_batch`) read arrays through this one rule.
+
+    >>> to_uint8(np.array([[0.4, 254.6]]), "x")
+    array([[  0, 255]], dtype=uint8)
+    """
+    x = np.asarray(x)
     if x.dtype == np.uint8:
         return x
     if x.dtype.kind not in "iuf":
         raise ValueError(
-            "`x` must hold numbers: uint8 pixels, uint16, or ints or floats in 0..255. "
-            f"Received: x with dtype {x.dtype}"
+            f"`{name}` must hold numbers: uint8 pixels, uint16, or ints or floats in 0..255. "
+            f"Received: {name} with dtype {x.dtype}"
         )
     if not x.size:
         return x.astype(np.uint8)
     low, high = float(np.min(x)), float(np.max(x))
     if x.dtype == np.uint16 and high > 255:
         warnings.warn(
-            f"`x` is uint16 with values up to {high:.0f}: read as 16-bit pixels and scaled to "
+            f"`{name}` is uint16 with values up to {high:.0f}: read as 16-bit pixels and scaled to "
             "0..255 by keeping the high byte, as for 16-bit PNG files. If your images use fewer "
             "bits (12-bit values reach 4095), scale them to 0..255 yourself and pass uint8.",
             stacklevel=3,
@@ -128,13 +142,13 @@ def _check_images(x):
         return (x >> 8).astype(np.uint8)
     if not np.isfinite([low, high]).all() or low < 0 or high > 255:
         raise ValueError(
-            "`x` must hold raw pixels in 0..255 (tltk models take raw pixels). "
-            f"Received: x with dtype {x.dtype} and values in [{low}, {high}]"
+            f"`{name}` must hold raw pixels in 0..255 (tltk models take raw pixels). "
+            f"Received: {name} with dtype {x.dtype} and values in [{low}, {high}]"
         )
-    if x.dtype.kind == "f" and high <= 1.0:
+    if x.dtype.kind == "f" and 0 < high <= 1.0:
         raise ValueError(
-            "`x` looks scaled to 0..1, but tltk takes raw pixels in 0..255: pass `x * 255`. "
-            f"Received: x with dtype {x.dtype} and values in [{low}, {high}]"
+            f"`{name}` looks scaled to 0..1, but tltk takes raw pixels in 0..255: pass "
+            f"`{name} * 255`. Received: {name} with dtype {x.dtype} and values in [{low}, {high}]"
         )
     return np.round(x).astype(np.uint8)
 

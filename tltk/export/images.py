@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tltk.data import decode
+from tltk.data.arrays import to_uint8
 from tltk.data.images import load_images
 
 # `representative_data` / `parity_data`: up to SAMPLE_POOL_FACTOR * limit images are read, and
@@ -69,6 +70,8 @@ def image_batch(images, input_shape, *, name="images", crop_to_aspect_ratio=Fals
             f"`{name}` must be one image (H, W, C) or a batch (N, H, W, C). "
             f"Received: shape={array.shape}"
         )
+    if array.dtype.kind in "iu":  # integer pixels (uint16 too) read as `from_arrays` reads them
+        array = to_uint8(array, name)
     return _fit(array, input_shape, name, crop_to_aspect_ratio)
 
 
