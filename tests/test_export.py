@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,11 +135,26 @@ def test_export_writes_every_file(exported):
     tflite = report.file("tflite", "int8")
     assert tflite.size_bytes == os.path.getsize(tflite.path)
     assert (path / "labels.txt").read_text() == "\n".join(LABELS)  # no trailing newline
-    assert path.is_symlink()  # to the current version, beside it
-    assert sorted(os.listdir(path.parent)) == sorted(
-        ["digits", ".digits.tltk-lock", os.readlink(path)]
-    )
+    assert path.is_dir() and not path.is_symlink()  # a real folder, and its lock file beside it
+    assert sorted(os.listdir(path.parent)) == [".digits.tltk-lock", "digits"]
     assert "model_int8.tflite" in str(report)
+
+
+def test_a_copied_export_is_whole(exported, trained, tmp_path):
+    """`shutil.copytree` and `cp -r` of the export folder copy the files, not a link."""
+    path, _ = exported
+    _, _, (test_x, _) = trained
+    shutil.copytree(path, tmp_path / "copytree")
+    subprocess.run(["cp", "-r", str(path), str(tmp_path / "cp")], check=True)
+    for copy in (tmp_path / "copytree", tmp_path / "cp"):
+        assert _snapshot(copy) == _snapshot(path)
+        for name in ("", "model_int8.tflite"):
+            expected = load_exported(path / name).predict(test_x[:8])
+            predictor = load_exported(copy / name)
+            assert predictor.path == (copy / name if name else copy / "saved_model")
+            names, probabilities = predictor.predict(test_x[:8])
+            assert names == expected[0]
+            np.testing.assert_array_equal(probabilities, expected[1])
 
 
 def test_parity_gate_passes_on_trained_model(exported):

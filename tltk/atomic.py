@@ -253,8 +253,11 @@ def reading(path):
 
 
 def remove_stale(destination):
-    """Removes what writers of `destination` left: staging folders of processes that no longer
-    run, and previous versions no reader holds."""
+    """Removes what writers of `destination` left behind that no reader holds.
+
+    That is staging folders of processes that no longer run, and previous versions (swapped out
+    by `publish`, or of the link layout) once their readers let go.
+    """
     destination = pathlib.Path(destination)
     if not destination.parent.is_dir():
         return
