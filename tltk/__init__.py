@@ -8,31 +8,56 @@ The steps run one way, each taking and returning plain Keras and tf.data objects
 
 from tltk._version import __version__
 
+import importlib as _importlib
 import os as _os
+import sys as _sys
 
 # TensorFlow's C++ INFO/WARNING lines; set TF_CPP_MIN_LOG_LEVEL=0 to see them.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tltk import data, datasets
-from tltk.augment import augmentation
-from tltk.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone
-from tltk.backbones.hub import HubLayer
-from tltk.backbones.hub_module import trust_hub_handles
-from tltk.builders import build_classifier
-from tltk.data import class_weights
-from tltk.evaluate import EvaluationReport, evaluate
-from tltk.export import ExportReport, ParityError, Predictor, export, load_exported
-from tltk.freezing import LayerGroup, freeze, layer_groups, unfreeze
-from tltk.layers import ImagePreprocessing
-from tltk.legacy import upgrade_model
-from tltk.lr_finder import find_lr
-from tltk.lr_multipliers import discriminative_optimizer
-from tltk.model_file import load_model
-from tltk.export.text import export_text
-from tltk.text import build_text_classifier, load_text_topics
-from tltk.training import FineTuneResult, fine_tune
-from tltk.transfer_model import TransferModel
-from tltk.workflow import TrainingRun, demo, train_from_directory
+
+# (module, the names it gives the package); an empty string: the module itself (`tltk.data`).
+_API = (
+    ("tltk.data", ""),
+    ("tltk.datasets", ""),
+    ("tltk.augment", "augmentation"),
+    ("tltk.backbones", "BackboneSpec get_backbone list_backbones register_backbone"),
+    ("tltk.backbones.hub", "HubLayer"),
+    ("tltk.backbones.hub_module", "trust_hub_handles"),
+    ("tltk.builders", "build_classifier"),
+    ("tltk.data", "class_weights"),
+    ("tltk.evaluate", "EvaluationReport evaluate"),
+    ("tltk.export", "ExportReport ParityError Predictor export load_exported"),
+    ("tltk.freezing", "LayerGroup freeze layer_groups unfreeze"),
+    ("tltk.layers", "ImagePreprocessing"),
+    ("tltk.legacy", "upgrade_model"),
+    ("tltk.lr_finder", "find_lr"),
+    ("tltk.lr_multipliers", "discriminative_optimizer"),
+    ("tltk.model_file", "load_model"),
+    ("tltk.export.text", "export_text"),
+    ("tltk.text", "build_text_classifier load_text_topics"),
+    ("tltk.training", "FineTuneResult fine_tune"),
+    ("tltk.transfer_model", "TransferModel"),
+    ("tltk.workflow", "TrainingRun demo train_from_directory"),
+)
+
+
+def _load():
+    """Imports the public API (and TensorFlow with it) into the package's namespace."""
+    for module, names in _API:
+        loaded = _importlib.import_module(module)
+        if not names:
+            globals()[module.rsplit(".", 1)[1]] = loaded
+        globals().update({name: getattr(loaded, name) for name in names.split()})
+
+
+def __getattr__(name):
+    """The `tltk` command starts without the API (`--help` without TensorFlow); it loads on use."""
+    if name in __all__:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module 'tltk' has no attribute {name!r}")
+
 
 __all__ = [
     "BackboneSpec",
@@ -73,3 +98,9 @@ __all__ = [
     "unfreeze",
     "upgrade_model",
 ]
+
+
+# `import tltk` loads everything at once (its Keras classes register for `keras.models.load_model`);
+# the `tltk` command (`tltk ...`, `python -m tltk ...`) loads only what a command uses.
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") not in ("tltk", "-m"):
+    _load()

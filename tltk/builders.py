@@ -31,6 +31,7 @@ def build_classifier(
     classifier_activation="softmax",
     train_bn=False,
     augmentation=None,
+    class_names=None,
     name=None,
 ):
     """Builds an image classifier on a pretrained backbone, with the backbone frozen.
@@ -66,6 +67,8 @@ def build_classifier(
             is unfrozen. Defaults to `False`: they stay in inference mode (keras-team/keras#20285).
         augmentation: str, keras layer or None. A `tltk.augmentation` preset name or a layer, put
             after the input; active only in training. Defaults to `None`.
+        class_names: list of str or None. One name per class, kept in the model
+            (`model.class_names`) for predictions, evaluation and exports. Defaults to `None`.
         name: str. Model name. Defaults to `"<backbone>_classifier"`.
 
     Returns:
@@ -138,6 +141,7 @@ def build_classifier(
         augmentation=AUGMENTATION_NAME if augmentation is not None else None,
         train_bn=train_bn,
         backbone_name=spec.name if spec is not None else None,
+        class_names=class_names,
     )
     return freezing.freeze(model)
 

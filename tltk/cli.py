@@ -1,33 +1,96 @@
-"""The `tltk` command line: a thin front over the library, its defaults read from the library."""
+"""The `tltk` command line: a thin front over the library, its defaults read from the library.
+
+`tltk --help`, `tltk COMMAND --help` and `tltk --version` answer without importing TensorFlow; a
+command imports it when it runs, with TensorFlow's C++ start-up lines hidden unless `--verbose`.
+Errors are one line naming this command line's flags, warnings one line each.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
 import os
 import pathlib
+import re
 import sys
+import warnings
 
 import click
 
+from tltk._version import __version__
+
 _QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+_VERBOSE = False
+# The library's errors name Python arguments; the command line names its own flags instead.
+_FLAGS = (
+    (r"pass a new `checkpoint_dir` \(or delete this one\)", "pass --overwrite to train anew"),
+    (r"`?overwrite=True`?", "--overwrite"),
+    (r"`?resume=True`?", "--resume"),
+    (r"`representative_data`|representative_data(?!=)", "--data"),
+    (r"`out_dir`", "--out"),
+    (r"`?test_split`?(?!=)", "--test-split"),
+    (r"`class_weight`", "--class-weight"),
+)
 
 
 def _defaults(function):
     return {k: p.default for k, p in inspect.signature(function).parameters.items()}
 
 
-def _one_line_errors(command):
-    """Turns expected errors into one line on stderr and exit status 1, not a traceback."""
+def _as_flags(message):
+    for pattern, flag in _FLAGS:
+        message = re.sub(pattern, flag, message)
+    return message
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """One line per warning, in the command line's terms: no class name, source file or line."""
+    click.echo(f"Warning: {_as_flags(' '.join(str(message).split()))}", err=True)
+
+
+@contextlib.contextmanager
+def _stderr_hidden():
+    """Sends file descriptor 2 to the null device: TensorFlow's C++ logs before absl starts."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _load_library():
+    """Imports tltk's API (TensorFlow with it), quietly unless `--verbose`."""
+    import tltk
+
+    with contextlib.nullcontext() if _VERBOSE else _stderr_hidden():
+        tltk._load()
+
+
+def _runs_library(command):
+    """Loads the library, then runs `command` with one-line warnings and errors.
+
+    Expected errors become one line on stderr naming the flags, and exit status 1, not a traceback.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (ValueError, FileNotFoundError, ConnectionError, OSError) as error:
-            message = " ".join(str(error).split())
-            raise click.ClickException(message) from error
+        _load_library()
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            warnings.filterwarnings("default", category=UserWarning)
+            # `tltk train` and `tltk predict` list every skipped file themselves.
+            warnings.filterwarnings("ignore", message=r"Skipped \d+ of \d+ entries")
+            try:
+                return command(*args, **kwargs)
+            except (ValueError, ConnectionError, OSError) as error:
+                raise click.ClickException(_as_flags(" ".join(str(error).split()))) from error
 
     return wrapper
 
@@ -42,6 +105,54 @@ class _Rate(click.types.FloatParamType):
         if not (math.isfinite(rate) and rate > 0):
             self.fail(f"{value!r} is not a positive, finite number.", param, ctx)
         return rate
+
+
+class _ClassNames(click.ParamType):
+    """Class names: `a,b,c`, or a text file with one name per line."""
+
+    name = "names"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        path = pathlib.Path(value)
+        if path.is_file():
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        else:
+            names = [name.strip() for name in value.split(",")]
+        names = [name for name in names if name]
+        if len(names) < 1 or len(set(names)) != len(names):
+            self.fail(f"{value!r} must name each class once (a,b,c or a file).", param, ctx)
+        return names
+
+
+class _ClassWeight(click.ParamType):
+    """`balanced`, or `name=weight,...` (class names or indexes)."""
+
+    name = "weights"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict) or value == "balanced":
+            return value
+        weights = {}
+        for item in value.split(","):
+            name, _, weight = item.partition("=")
+            try:
+                weights[name.strip()] = float(weight)
+            except ValueError:
+                self.fail(f"{value!r} must be 'balanced' or name=weight,... ", param, ctx)
+            if not (math.isfinite(weights[name.strip()]) and weights[name.strip()] >= 0):
+                self.fail(f"{item!r}: a weight must be a finite number >= 0.", param, ctx)
+        return {int(k) if k.isdigit() else k: w for k, w in weights.items()}
+
+
+_CLASS_NAMES_OPTION = click.option(
+    "--class-names",
+    type=_ClassNames(),
+    default=None,
+    help="The model's class names, in output order (a,b,c or a file, one per line), for a "
+    "model file that does not carry them.",
+)
 
 
 def _trusting_hub_handles(command):
@@ -66,28 +177,29 @@ def _trusting_hub_handles(command):
     )(wrapper)
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def _verbosity(quiet):
     """Keras verbosity: progress bars on a terminal, one line per epoch in logs, none when quiet."""
     return 0 if quiet else (1 if sys.stdout.isatty() else 2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tltk")
-def main():
+@click.version_option(__version__, prog_name="tltk", message="%(prog)s %(version)s")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines (hidden otherwise).")
+def main(verbose):
     """tltk: transfer learning for Keras 3 (pretrained backbones, staged fine-tuning, TFLite).
 
     Example: tltk demo
     """
-    _quiet_tensorflow()
+    global _VERBOSE
+    _VERBOSE = verbose
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
 
 
 def _print_run(run):
     from rich.console import Console
     from rich.table import Table
+
+    from tltk import run_record
 
     console = Console()
     table = Table(title="Fine-tuning stages")
@@ -113,6 +225,7 @@ def _print_run(run):
         "",
     )
     files.add_row("Keras model", str(run.model_path), "")
+    files.add_row("run record, model card", str(run.out_dir / run_record.RUN_FILE), "README.md")
     for name, path in sorted(run.evaluation.files.items()):
         files.add_row(name.replace("_", " "), str(path), "")
     if run.export is not None:
@@ -125,8 +238,30 @@ def _print_run(run):
             )
     console.print(files)
     if run.data.skipped:
-        console.print(f"Skipped {len(run.data.skipped)} unreadable file(s); see report.json.")
+        console.print(
+            f"Skipped {len(run.data.skipped)} unreadable file(s), listed above and in "
+            f"{run.out_dir / run_record.RUN_FILE} and report/report.json."
+        )
     console.print(f"Done in {run.seconds:.0f} s.")
+
+
+def _print_data(data):
+    """The split sizes, per split and class, and every file left out (before training)."""
+    sizes = ", ".join(f"{split} {len(paths)}" for split, paths in data.sources.items())
+    click.echo(f"Data: {data.num_classes} classes; images per split: {sizes}.")
+    click.echo("\n".join(data.summary().splitlines()[: data.num_classes + 1]))
+    _print_skipped(data.skipped)
+
+
+def _print_skipped(skipped):
+    hidden = [path for path, reason in skipped if reason.startswith("hidden")]
+    shown = [(path, reason) for path, reason in skipped if not reason.startswith("hidden")]
+    if shown:
+        click.echo(f"Skipped {len(shown)} unreadable file(s):")
+    for path, reason in shown:
+        click.echo(f"  {os.fsdecode(path)}: {reason}")
+    if hidden:
+        click.echo(f"Ignored {len(hidden)} hidden file(s) or folder(s) (.DS_Store and the like).")
 
 
 _TRAIN = None
@@ -147,7 +282,7 @@ def _train_defaults():
     "out_dir",
     default="tltk_demo",
     show_default=True,
-    help="Folder for the data, model, report and exports.",
+    help="Folder for the data, model, report and exports (an earlier demo there is replaced).",
 )
 @click.option(
     "--epochs",
@@ -156,7 +291,7 @@ def _train_defaults():
     help="Epochs after the head stage, backbone unfrozen (default: the demo's).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_one_line_errors
+@_runs_library
 def demo(out_dir, epochs, quiet):
     """Offline demo: the shipped demo backbone fine-tuned on handwritten digits, exported to TFLite.
 
@@ -172,6 +307,9 @@ def demo(out_dir, epochs, quiet):
     _print_run(run_demo(out_dir, verbose=_verbosity(quiet), **kwargs))
 
 
+_SPLIT = click.FloatRange(0.0, 1.0, max_open=True)
+
+
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -180,7 +318,19 @@ def demo(out_dir, epochs, quiet):
     show_default=True,
     help="Registry name; see `tltk backbones`.",
 )
-@click.option("--out", "out_dir", required=True, help="Run folder (model.keras, report/, export/).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    help="Run folder (model.keras, run.json, README.md, report/, export/); must not exist yet "
+    "unless --overwrite.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Go on from the checkpoints of a run into --out that stopped halfway (same settings).",
+)
 @click.option(
     "--weights",
     default="default",
@@ -205,6 +355,31 @@ def demo(out_dir, epochs, quiet):
     help="Peak rate of the head once the backbone is unfrozen.",
 )
 @click.option(
+    "--lr-decay",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=None,
+    help="Rate factor per layer group below the head (default: fine_tune's, 0.7).",
+)
+@click.option(
+    "--class-weight",
+    type=_ClassWeight(),
+    default=None,
+    help="'balanced' (weights from the training counts), or name=weight,... per class.",
+)
+@click.option(
+    "--validation-split",
+    type=_SPLIT,
+    default=None,
+    help="Fraction held out for validation when there is no validation/ folder (default 0.2).",
+)
+@click.option(
+    "--test-split",
+    type=_SPLIT,
+    default=None,
+    help="Fraction held out for the test report when there is no test/ folder (default 0.1).",
+)
+@click.option("--seed", type=int, default=None, help="Split and initialisation seed (default 0).")
+@click.option(
     "--image-size", type=int, default=None, help="Square input size (default: the backbone's)."
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
@@ -213,88 +388,165 @@ def demo(out_dir, epochs, quiet):
     type=click.Choice(["none", "light", "medium", "strong"]),
     default="none",
     show_default=True,
+    help="Random flips, rotations, zooms... in training only; 'none' turns it off.",
 )
 @click.option(
     "--quantize",
     multiple=True,
     type=click.Choice(_QUANTIZATIONS),
-    help="TFLite quantization; repeat for several.",
+    help="TFLite quantization; repeat for several (default float32).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_trusting_hub_handles
-@_one_line_errors
-def train(
-    data_dir,
-    backbone,
-    out_dir,
-    weights,
-    epochs,
-    head_epochs,
-    learning_rate,
-    fine_tune_lr,
-    image_size,
-    batch_size,
-    augment,
-    quantize,
-    quiet,
-):
-    """Train on a folder of class folders, evaluate, and export.
+@_runs_library
+def train(data_dir, out_dir, weights, augment, quantize, quiet, **options):
+    """Train on a folder of class folders, evaluate on held-out images, and export.
+
+    Prints the split sizes first. The run folder gets model.keras (with its class names),
+    run.json (settings, data, every file of each split, history, metrics, exports) and README.md.
 
     Example: tltk train photos/ --backbone mobilenet_v2 --out runs/photos --quantize int8
     """
     from tltk.workflow import train_from_directory
 
     d = _train_defaults()
+    chosen = {k: d[k] if v is None else v for k, v in options.items()}
     run = train_from_directory(
         data_dir,
         out_dir,
-        backbone=backbone,
         weights=None if weights.lower() == "none" else weights,
-        image_size=image_size,
-        batch_size=d["batch_size"] if batch_size is None else batch_size,
-        head_epochs=d["head_epochs"] if head_epochs is None else head_epochs,
-        epochs=d["epochs"] if epochs is None else epochs,
-        learning_rate=d["learning_rate"] if learning_rate is None else learning_rate,
-        fine_tune_lr=d["fine_tune_lr"] if fine_tune_lr is None else fine_tune_lr,
         augment=None if augment == "none" else augment,
         quantize=quantize or d["quantize"],
+        on_data=_print_data,
         verbose=_verbosity(quiet),
+        **chosen,
     )
     _print_run(run)
 
 
-@main.command("evaluate")
-@click.argument("model_path", type=click.Path(exists=True))
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "out_dir", default=None, help="Folder for report.json and plots.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@_trusting_hub_handles
-@_one_line_errors
-def evaluate_command(model_path, data_dir, out_dir, batch_size):
-    """Evaluate a .keras, SavedModel or .tflite model on a folder (its test/ split if it has one).
+def _model_file(path):
+    """A run folder's `model.keras`, or `path` itself."""
+    from tltk import run_record
 
-    Example: tltk evaluate runs/photos/export/model_int8.tflite photos/ --out runs/int8_report
-    """
-    from tltk import data as tltk_data
-    from tltk.evaluate import evaluate
+    path = pathlib.Path(path)
+    if path.is_dir() and (path / run_record.RUN_FILE).is_file():
+        return path / run_record.MODEL_FILE
+    return path
+
+
+def _predictor(model_path, class_names):
+    """`tltk.load_exported(model_path)`, named by `--class-names` when the file names none."""
     from tltk.export import load_exported
 
-    predictor = load_exported(model_path)
-    data = tltk_data.from_directory(
-        data_dir, image_size=predictor.input_shape[:2], batch_size=batch_size, validation_split=0.0
-    )
-    held_out = next(
-        split for split in (data.test, data.validation, data.train) if split is not None
-    )
-    if list(data.class_names) != list(predictor.class_names):
-        raise ValueError(
-            f"{data_dir} has classes {data.class_names}, but {model_path} predicts "
-            f"{predictor.class_names}."
+    predictor = load_exported(_model_file(model_path))
+    if class_names is not None:
+        numbered = [str(i) for i in range(len(predictor.class_names))]
+        if len(class_names) != len(numbered):
+            raise ValueError(
+                f"--class-names gives {len(class_names)} names, but {model_path} has "
+                f"{len(numbered)} outputs."
+            )
+        if predictor.class_names not in (numbered, class_names):
+            raise ValueError(
+                f"{model_path} already names its classes {predictor.class_names}; drop "
+                "--class-names."
+            )
+        predictor.class_names = list(class_names)
+    return predictor
+
+
+@main.command("evaluate")
+@click.argument("model_path", type=click.Path(exists=True))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False), required=False)
+@click.option("--out", "out_dir", default=None, help="Folder for report.json and plots.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@_CLASS_NAMES_OPTION
+@_trusting_hub_handles
+@_runs_library
+def evaluate_command(model_path, data_dir, out_dir, batch_size, class_names):
+    """Evaluate a run folder on its held-out split, or a .keras, SavedModel or .tflite model on
+    a folder (its test/ split if it has one). A folder the model trained on is named in a warning.
+
+    Example: tltk evaluate runs/photos
+
+    Example: tltk evaluate runs/photos/export/model_int8.tflite photos_test/ --out int8_report
+    """
+    import dataclasses
+
+    from tltk import data as tltk_data
+    from tltk import run_record
+    from tltk.evaluate import evaluate
+
+    predictor = _predictor(model_path, class_names)
+    run_dir, record = run_record.find(model_path)
+    size = predictor.input_shape[:2]
+    if data_dir is None:
+        if record is None:
+            raise ValueError(
+                f"{model_path} is not in a run folder (no {run_record.RUN_FILE}): pass a data "
+                "folder too, or a run folder written by `tltk train`."
+            )
+        data, names, where = _held_out(record, size, batch_size)
+        click.echo(f"Evaluating on the held-out {where} of {run_dir}.")
+    else:
+        loaded = tltk_data.from_directory(
+            data_dir, image_size=size, batch_size=batch_size, validation_split=0.0
         )
-    report = evaluate(predictor, held_out, class_names=data.class_names, out_dir=out_dir)
+        split = next(s for s in ("test", "validation", "train") if s in loaded.sources)
+        data = dataclasses.replace(loaded, test=getattr(loaded, split))
+        names = list(loaded.class_names)
+        if record is not None:
+            _warn_trained_on(record, run_dir, loaded.sources[split], data_dir)
+    if names != list(predictor.class_names):
+        numbered = predictor.class_names == [str(i) for i in range(len(predictor.class_names))]
+        fix = (
+            "pass --class-names with the model's class names, in output order"
+            if numbered
+            else "evaluate on a folder with the model's class folders"
+        )
+        raise ValueError(
+            f"The data has classes {names}, but {model_path} predicts {predictor.class_names}: "
+            f"{fix}."
+        )
+    report = evaluate(predictor, data, class_names=names, out_dir=out_dir)
     click.echo(report.summary())
+    _print_skipped(report.skipped)
     if out_dir:
         click.echo(f"Report: {report.files['report']}")
+
+
+def _held_out(record, size, batch_size):
+    """A run's held-out split as ImageData-like `(images, labels)`, its names and description."""
+    import numpy as np
+
+    from tltk import run_record
+    from tltk.data.images import load_images
+
+    split = record["data"]["held_out_split"]
+    paths, labels = run_record.split_files(record, split)
+    images, kept, skipped = load_images(paths, size)
+    _print_skipped(skipped)
+    if not kept:
+        raise ValueError(
+            f"None of the {len(paths)} held-out files of this run can be read (moved or deleted "
+            f"from {record['data']['folder']}?). Pass a data folder to evaluate on."
+        )
+    data = (images.numpy()[kept].astype("float32"), np.asarray(labels)[kept])
+    return data, record["data"]["class_names"], f"{split} split ({len(kept)} images)"
+
+
+def _warn_trained_on(record, run_dir, sources, data_dir):
+    from tltk import run_record
+
+    used = run_record.used_in_training(record, [os.fsdecode(p) for p in sources])
+    if used:
+        warnings.warn(
+            f"{len(used)} of the {len(sources)} images evaluated in {data_dir} were used to "
+            f"train or validate this model ({run_dir / run_record.RUN_FILE}): accuracy on them "
+            f"says little about new images. Run `tltk evaluate {run_dir}` to evaluate on its "
+            "held-out split.",
+            stacklevel=2,
+        )
 
 
 @main.command()
@@ -307,30 +559,80 @@ def evaluate_command(model_path, data_dir, out_dir, batch_size):
     show_default=True,
     help="Classes to show per input.",
 )
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write every prediction (and every skipped file) to a .csv or .json file.",
+)
+@_CLASS_NAMES_OPTION
 @_trusting_hub_handles
-@_one_line_errors
-def predict(model_path, inputs, top):
-    """Predict classes of images (files or folders) with a .keras, SavedModel or .tflite model;
-    of sentences with a text classifier's .keras file or SavedModel.
+@_runs_library
+def predict(model_path, inputs, top, output, class_names):
+    """Predict classes of images (files or folders) with a run folder, .keras, SavedModel or
+    .tflite model; of sentences with a text classifier's .keras file or SavedModel. Unreadable
+    images are skipped and listed.
 
-    Example: tltk predict runs/photos/export/model_float32.tflite cat.jpg more_photos/
+    Example: tltk predict runs/photos cat.jpg more_photos/ --output preds.csv
 
     Example: tltk predict exports/topics "Heavy rain is expected tonight."
     """
-    from tltk.export import load_exported
-
-    predictor = load_exported(model_path)
+    if output is not None and pathlib.Path(output).suffix.lower() not in (".csv", ".json"):
+        raise click.BadParameter("must end in .csv or .json.", param_hint="'--output'")
+    predictor = _predictor(model_path, class_names)
     if predictor.takes_text:
-        shown, batch = list(inputs), list(inputs)
+        shown, batch, skipped = list(inputs), list(inputs), []
     else:
-        shown = _image_files(inputs)
-        batch = [str(f) for f in shown]
-    _, probabilities = predictor.predict(batch)
+        from tltk.data.images import load_images
+
+        files = _image_files(inputs)
+        images, kept, skipped = load_images(files, predictor.input_shape[:2])
+        shown, batch = [files[i] for i in kept], images.numpy()[kept].astype("float32")
+    probabilities = predictor.predict(batch)[1] if len(shown) else []
+    names = predictor.class_names
     for item, probs in zip(shown, probabilities):
         best = probs.argsort()[::-1][:top]
+        click.echo(f"{item}: " + ", ".join(f"{names[i]} {probs[i]:.3f}" for i in best))
+    _print_skipped(skipped)
+    if output is not None:
+        _write_predictions(output, names, shown, probabilities, skipped)
         click.echo(
-            f"{item}: " + ", ".join(f"{predictor.class_names[i]} {probs[i]:.3f}" for i in best)
+            f"Wrote {len(shown)} prediction(s) and {len(skipped)} skipped file(s) to {output}."
         )
+    if not shown:
+        raise ValueError("No input could be read; nothing was predicted.")
+
+
+def _write_predictions(path, names, inputs, probabilities, skipped):
+    """Writes predictions as CSV (one row per input, one column per class) or JSON."""
+    import csv
+    import io
+    import json
+
+    from tltk import atomic
+
+    rows = [
+        {
+            "input": str(item),
+            "prediction": names[int(probs.argmax())],
+            "probability": float(probs.max()),
+            "error": "",
+            **{name: float(p) for name, p in zip(names, probs)},
+        }
+        for item, probs in zip(inputs, probabilities)
+    ]
+    failed = [{"input": os.fsdecode(item), "error": reason} for item, reason in skipped]
+    if pathlib.Path(path).suffix.lower() == ".json":
+        text = json.dumps({"predictions": rows, "skipped": failed}, indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(
+            buffer, ["input", "prediction", "probability", "error", *names], restval=""
+        )
+        writer.writeheader()
+        writer.writerows(rows + failed)
+        text = buffer.getvalue()
+    atomic.write_text(path, text)
 
 
 def _image_files(items):
@@ -358,7 +660,7 @@ def _image_files(items):
 
 
 @main.command("export")
-@click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model_path", type=click.Path(exists=True))
 @click.argument("out_dir")
 @click.option(
     "--quantize",
@@ -374,9 +676,10 @@ def _image_files(items):
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 @_trusting_hub_handles
-@_one_line_errors
+@_runs_library
 def export_command(model_path, out_dir, quantize, data_dir, overwrite):
-    """Export a .keras model as a SavedModel and TFLite files, checked against Keras.
+    """Export a .keras model (or a run folder's) as a SavedModel and TFLite files, checked
+    against Keras.
 
     Example: tltk export runs/photos/model.keras exports/photos --quantize int8 --data photos/
     """
@@ -384,7 +687,7 @@ def export_command(model_path, out_dir, quantize, data_dir, overwrite):
     from tltk.export import export
     from tltk.model_file import load_model
 
-    model = load_model(model_path)
+    model = load_model(_model_file(model_path))
     samples = class_names = None
     if data_dir:
         data = tltk_data.from_directory(
@@ -411,6 +714,7 @@ def export_command(model_path, out_dir, quantize, data_dir, overwrite):
     type=click.Choice(["keras_applications", "tfhub", "keras_hub", "tltk"]),
     default=None,
 )
+@_runs_library
 def backbones(source):
     """List registered backbones.
 
@@ -429,6 +733,7 @@ def backbones(source):
 
 
 @main.command()
+@_runs_library
 def doctor():
     """Check the installation: versions, backend, tf_keras, accelerators, caches, extras.
 

@@ -24,6 +24,8 @@ class EvaluationReport:
         mean_average_precision: float or None. Multi-label only.
         num_examples: int. How many examples were evaluated.
         files: dict. Paths of the files written (`report`, `confusion_matrix`, ...).
+        skipped: list. `[path, reason]` of each file the data left out (an `ImageData`'s
+            `skipped`), so that `report.json` lists them.
     """
 
     accuracy: float
@@ -35,6 +37,7 @@ class EvaluationReport:
     class_names: list
     multi_label: bool
     files: dict = dataclasses.field(default_factory=dict)
+    skipped: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -42,6 +45,8 @@ class EvaluationReport:
     def summary(self) -> str:
         """A short text table: overall figures, then one line per class."""
         lines = [f"examples: {self.num_examples}", f"accuracy: {self.accuracy:.4f}"]
+        if self.skipped:
+            lines.append(f"skipped files: {len(self.skipped)}")
         lines += [f"top-{k} accuracy: {v:.4f}" for k, v in self.top_k_accuracy.items()]
         if self.mean_average_precision is not None:
             lines.append(f"mAP: {self.mean_average_precision:.4f}")
@@ -119,6 +124,7 @@ def evaluate(
         if multi_label
         else _single_label_report(labels, probs, names, top_k)
     )
+    report.skipped = [[os.fsdecode(path), reason] for path, reason in getattr(data, "skipped", ())]
 
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
