@@ -12,7 +12,8 @@ import numpy as np
 
 from tltk.data import labels, pipeline
 from tltk.data.folders import has_image_extension
-from tltk.data.images import check_image_size, load_images
+from tltk.data.cache import load_files
+from tltk.data.images import check_image_size
 
 _TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no", "")
 
@@ -34,6 +35,7 @@ def from_csv(
     crop_to_aspect_ratio=False,
     num_workers=None,
     encoding="utf-8",
+    cache="auto",
 ):
     """Loads the images a CSV file lists, with single labels or several labels per image.
 
@@ -75,6 +77,9 @@ def from_csv(
         num_workers: int or None. Decoding threads. Defaults to `min(32, cpu_count + 4)`.
         encoding: str. The CSV file's text encoding, e.g. `"latin-1"` or `"cp1252"` (Excel on
             Windows). Defaults to `"utf-8"` (a byte order mark is skipped).
+        cache: str, Path or None. Where decoded pixels live, as in `tltk.data.from_directory`:
+            `"memory"`, a disk cache folder, `None` (decode every epoch) or `"auto"`. Defaults
+            to `"auto"`.
 
     Returns:
         A `tltk.data.ImageData`.
@@ -129,9 +134,13 @@ def from_csv(
     usable = _drop_repeats(csv_path, usable, skipped)
 
     paths = [str(image_dir / name) for _, name, _ in usable]
-    pipeline.check_memory(len(paths), image_size, csv_path)
-    images, kept, bad = load_images(
-        paths, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio, num_workers=num_workers
+    images, kept, bad = load_files(
+        paths,
+        image_size,
+        crop_to_aspect_ratio=crop_to_aspect_ratio,
+        num_workers=num_workers,
+        cache=cache,
+        where=csv_path,
     )
     skipped += bad
     usable = [usable[i] for i in kept]

@@ -10,7 +10,8 @@ import numpy as np
 
 from tltk.data import pipeline
 from tltk.data.image_data import SPLITS
-from tltk.data.images import SUPPORTED_EXTENSIONS, check_image_size, load_images
+from tltk.data.cache import load_files
+from tltk.data.images import SUPPORTED_EXTENSIONS, check_image_size
 
 # Folder names (any capitalisation) that mark a tree already split, and the split each one fills.
 _SPLIT_FOLDERS = {
@@ -41,6 +42,7 @@ def from_directory(
     label_mode="int",
     crop_to_aspect_ratio=False,
     num_workers=None,
+    cache="auto",
 ):
     """Loads a tree of class folders, or of `train/`, `valid/` (or `validation/`), `test/` splits.
 
@@ -60,9 +62,10 @@ def from_directory(
     Every file is checked up front: hidden files (`.DS_Store`, `._x.jpg`), files without an image
     extension, unreadable folders, and empty, truncated, corrupt or unreadable images are left out,
     listed with the reason in `skipped`, and summed up in one warning; the rest is used. A file
-    whose name is not valid UTF-8 is read like any other. Each image is decoded once
-    (see `tltk.data.load_image`: EXIF orientation applied, RGB, 8 bits) and kept in memory at
-    `image_size`: `height * width * 3` bytes per image (5,000 images at 160x160 take 366 MiB).
+    whose name is not valid UTF-8 is read like any other. Each image is decoded (see
+    `tltk.data.load_image`: EXIF orientation applied, RGB, 8 bits) at `image_size`, and `cache`
+    says where the pixels live: in memory, `height * width * 3` bytes per image (5,000 images at
+    160x160 take 366 MiB), in a disk cache reused by later runs, or nowhere (decoded every epoch).
 
     Args:
         path: str or Path. The root folder.
@@ -78,6 +81,10 @@ def from_directory(
         crop_to_aspect_ratio: bool. Center crop each image to the target aspect ratio instead of
             stretching it. Defaults to `False`.
         num_workers: int or None. Decoding threads. Defaults to `min(32, cpu_count + 4)`.
+        cache: str, Path or None. `"memory"` (decode once, hold in RAM), a folder outside `path`
+            (decode once into a disk cache there, reused while the files are unchanged), `None`
+            (decode every epoch) or `"auto"`: memory up to 1 GiB of pixels, else a disk cache in
+            `~/.cache/tltk/data`. See `tltk.data.cache`. Defaults to `"auto"`.
 
     Returns:
         A `tltk.data.ImageData`.
@@ -134,9 +141,13 @@ def from_directory(
     total = len(files) + len(skipped)
     train_labels = np.asarray(labels, dtype=np.int64)[np.asarray(split_of) == "train"]
     _check_counts(train_labels, class_folders["train"], class_names, skipped, warn=False)
-    pipeline.check_memory(len(files), image_size, root)
-    images, kept, bad = load_images(
-        files, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio, num_workers=num_workers
+    images, kept, bad = load_files(
+        files,
+        image_size,
+        crop_to_aspect_ratio=crop_to_aspect_ratio,
+        num_workers=num_workers,
+        cache=cache,
+        where=root,
     )
     skipped = sorted(skipped + bad)
     files = [files[i] for i in kept]

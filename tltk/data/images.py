@@ -1,8 +1,9 @@
 """Image files -> RGB uint8 arrays, with every file checked before training.
 
-Every file is decoded fully, once, up front, so a truncated or corrupt file is found before
-training starts instead of halfway through an epoch; the decoded, resized pixels are kept, so the
-first epoch does not decode again. JPEG and plain PNG files (nearly all photos) are decoded by a
+Every file is decoded fully, once, up front (`check_files`), so a truncated or corrupt file is
+found before training starts instead of halfway through an epoch; the decoded, resized pixels are
+kept in memory (`load_images`), written to a disk cache, or dropped and decoded again each epoch
+(`decode_planned`), as `cache=` asks. JPEG and plain PNG files (nearly all photos) are decoded by a
 parallel `tf.data` pipeline, as fast as Keras' own loader; Pillow, in a thread pool, decodes the
 other formats and modes and any file TensorFlow refuses, and says why a bad file is bad.
 """
@@ -28,6 +29,7 @@ _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 degrees
 _TF_ROUTE, _PIL_ROUTE = "tf", "pil"
+_CHUNK_BYTES = 64 * 2**20  # decoded pixels `check_files` holds at a time
 
 
 class Header(typing.NamedTuple):
@@ -123,10 +125,8 @@ def load_image(path, image_size, *, crop_to_aspect_ratio=False):
 def load_images(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=None):
     """Decodes many files into one tensor variable, and says why the files that fail are bad.
 
-    Headers are read first (in a thread pool); JPEG and plain PNG files are then decoded and resized
-    in a parallel `tf.data` pipeline, and the rest (and any file TensorFlow refuses) by Pillow in
-    the thread pool. Each image is decoded exactly once and written, as it comes, into its row of
-    one uint8 variable in host memory: no second copy of the pixels is ever made.
+    The files are decoded by `check_files`; each image is written, chunk by chunk, into its row of
+    one uint8 variable in host memory: no second copy of all the pixels is ever made.
 
     Args:
         paths: list of str or Path. The files, in the order wanted.
@@ -147,10 +147,63 @@ def load_images(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=No
     ((0, 8, 8, 3), [], [])
     """
     image_size = check_image_size(image_size)
+    store = _empty_store(len(paths), image_size)
+    checked = check_files(
+        paths,
+        image_size,
+        crop_to_aspect_ratio=crop_to_aspect_ratio,
+        num_workers=num_workers,
+        consume=functools.partial(_write, store),
+    )
+    return store, checked.kept, checked.skipped
+
+
+class Checked(typing.NamedTuple):
+    """What `check_files` found: the files that decode, how, and why the others do not."""
+
+    kept: list
+    skipped: list
+    methods: dict  # {index: index into decode.DECODE_METHODS, or PILLOW}
+    orientations: dict  # {index: EXIF orientation}
+
+
+PILLOW = -1  # the decoding method of a file that Pillow decodes
+
+
+def check_files(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=None, consume=None):
+    """Decodes every file once, in order, chunk by chunk, and says why the files that fail are bad.
+
+    Headers are read first (in a thread pool). Then consecutive files are decoded a chunk at a
+    time (about 64 MiB of pixels): JPEG and plain PNG files in parallel `tf.data` pipelines, the
+    rest (and any file TensorFlow refuses) by Pillow in the thread pool. Each chunk's good images
+    go to `consume` in file order and are then dropped, so memory stays flat however many files
+    there are: the check that `cache=None` and the disk cache build run.
+
+    Args:
+        paths: list of str or Path. The files.
+        image_size: tuple. `(height, width)` of every output image.
+        crop_to_aspect_ratio: bool. As in `load_image`. Defaults to `False`.
+        num_workers: int or None. Threads for headers and Pillow. Defaults to
+            `min(32, cpu_count + 4)`.
+        consume: callable or None. Called as `consume(indexes, pixels)` for each chunk, with the
+            ascending int64 indexes of its good files and their `(n, height, width, 3)` uint8
+            pixels. Defaults to `None`: the pixels are dropped.
+
+    Returns:
+        A `Checked(kept, skipped, methods, orientations)`: the ascending indexes of the files that
+        decode, `(path, reason)` for the others, and for each kept file how `decode_planned`
+        decodes it again.
+
+    Example:
+
+    >>> check_files([], (8, 8)).kept
+    []
+    """
+    image_size = check_image_size(image_size)
     paths = [str(p) for p in paths]
     if num_workers is None:
         num_workers = min(32, (os.cpu_count() or 1) + 4)
-    reasons, headers, decoded = {}, {}, {}
+    reasons, headers, methods = {}, {}, {}
 
     def read_headers(indexes):
         for index in indexes:
@@ -159,30 +212,47 @@ def load_images(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=No
             except ImageFileError as error:
                 reasons[index] = error.reason
 
-    def decode_with_pil(indexes):
-        for index in indexes:
-            try:
-                decoded[index] = _decode_with_pil(
-                    paths[index], headers[index].orientation, image_size, crop_to_aspect_ratio
-                )
-            except ImageFileError as error:
-                reasons[index] = error.reason
-
     workers = max(1, min(num_workers, len(paths)))
-    store = _empty_store(len(paths), image_size)
+    chunk_size = max(1, _CHUNK_BYTES // (image_size[0] * image_size[1] * 3))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(read_headers, _chunks(range(len(paths)), workers)))
-        fast = [i for i in sorted(headers) if headers[i].route == _TF_ROUTE]
-        done = _decode_with_tf(paths, headers, fast, store, image_size, crop_to_aspect_ratio)
-        slow = [i for i in sorted(headers) if i not in done]
-        if slow:  # trace once here: threads tracing it at the same time would each trace it
-            _array_resizer(image_size, bool(crop_to_aspect_ratio)).get_concrete_function()
-        list(pool.map(decode_with_pil, _chunks(slow, workers)))
-    if decoded:
-        _write(store, sorted(decoded), np.stack([decoded[i] for i in sorted(decoded)]))
-    kept = sorted(done | set(decoded))
+        readable = sorted(headers)
+        for start in range(0, len(readable), chunk_size):
+            chunk = readable[start : start + chunk_size]
+            pixels = np.empty((len(chunk), *image_size, 3), np.uint8)
+            row = {index: i for i, index in enumerate(chunk)}
+            fast = [i for i in chunk if headers[i].route == _TF_ROUTE]
+            for indexes, batch, method in _decode_with_tf(
+                paths, headers, fast, image_size, crop_to_aspect_ratio
+            ):
+                pixels[[row[i] for i in indexes]] = batch
+                methods.update(dict.fromkeys(indexes, method))
+            slow = [i for i in chunk if i not in methods]
+
+            def decode_with_pil(indexes):
+                for index in indexes:
+                    try:
+                        pixels[row[index]] = _decode_with_pil(
+                            paths[index],
+                            headers[index].orientation,
+                            image_size,
+                            crop_to_aspect_ratio,
+                        )
+                        methods[index] = PILLOW
+                    except ImageFileError as error:
+                        reasons[index] = error.reason
+
+            if slow:  # trace once here: threads tracing it at the same time would each trace it
+                _array_resizer(image_size, bool(crop_to_aspect_ratio)).get_concrete_function()
+            list(pool.map(decode_with_pil, _chunks(slow, workers)))
+            good = np.array([i for i in chunk if i in methods], dtype=np.int64)
+            if consume is not None and len(good):
+                kept_rows = [row[i] for i in good]
+                consume(good, pixels if len(good) == len(chunk) else pixels[kept_rows])
+    kept = sorted(methods)
     skipped = [(paths[i], reasons[i]) for i in sorted(reasons)]
-    return store, kept, skipped
+    orientations = {i: headers[i].orientation for i in kept}
+    return Checked(kept, skipped, methods, orientations)
 
 
 def inspect_file(path):
@@ -239,16 +309,13 @@ def _tf_plan(header, image_size, crop_to_aspect_ratio):
     return header.orientation, jpeg_ratio, antialias
 
 
-def _decode_with_tf(paths, headers, indexes, store, image_size, crop_to_aspect_ratio):
-    """Decodes `indexes` in parallel tf.data pipelines into their rows of `store`.
+def _decode_with_tf(paths, headers, indexes, image_size, crop_to_aspect_ratio):
+    """Decodes `indexes` in parallel tf.data pipelines; yields `(indexes, pixels, method)` batches.
 
     Files are grouped by their decoding plan (orientation, JPEG DCT ratio, antialiasing), so that
     no control flow runs per image. A file TensorFlow cannot decode is left out, for Pillow to try.
-
-    Returns:
-        The set of indexes decoded.
     """
-    done, groups = set(), {}
+    groups = {}
     for index in indexes:
         plan = _tf_plan(headers[index], image_size, crop_to_aspect_ratio)
         groups.setdefault(plan, []).append(index)
@@ -272,10 +339,44 @@ def _decode_with_tf(paths, headers, indexes, store, image_size, crop_to_aspect_r
 
         dataset = dataset.map(decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         dataset = dataset.ignore_errors().batch(64).prefetch(tf.data.AUTOTUNE)
-        for batch_indexes, batch in dataset:
-            _write(store, batch_indexes, batch)
-            done.update(batch_indexes.numpy().tolist())
-    return done
+        method = decode.DECODE_METHODS.index(plan[1])
+        for batch_indexes, batch in dataset.as_numpy_iterator():
+            yield batch_indexes.tolist(), batch, method
+
+
+def decode_planned(path, method, orientation, image_size, crop_to_aspect_ratio):
+    """Decodes one file, in graph mode, as `check_files` did: the streaming path (`cache=None`).
+
+    Args:
+        path: string tensor. The file (bytes).
+        method: int32 tensor. What `check_files` used: an index into `decode.DECODE_METHODS`, or
+            `PILLOW`.
+        orientation: int32 tensor. The file's EXIF orientation.
+        image_size: tuple. `(height, width)`.
+        crop_to_aspect_ratio: bool. As in `load_image`.
+
+    Returns:
+        A `(height, width, 3)` uint8 tensor: the very pixels `load_images` gives.
+    """
+
+    def with_pillow():
+        pixels = tf.numpy_function(
+            functools.partial(_pillow_rgb, image_size=image_size),
+            [path, orientation],
+            tf.uint8,
+            stateful=False,
+        )
+        pixels.set_shape([None, None, 3])
+        return decode.resize(
+            decode.orient_dynamic(pixels, orientation), image_size, crop_to_aspect_ratio
+        )
+
+    def with_tf():
+        return decode.decode_file_dynamic(
+            path, orientation, method, image_size, crop_to_aspect_ratio
+        )
+
+    return tf.cond(method == PILLOW, with_pillow, with_tf)
 
 
 def _empty_store(count, image_size):
@@ -299,17 +400,7 @@ def _chunks(items, count):
 
 def _decode_with_pil(path, orientation, image_size, crop_to_aspect_ratio):
     """Decodes with Pillow to 8-bit RGB, then orients and resizes with the TF route's ops."""
-    height, width = image_size
-    try:
-        with Image.open(path, formats=_PIL_FORMATS) as image:
-            image.seek(0)
-            if image.format in ("JPEG", "MPO"):
-                turned = orientation in _SWAPS_AXES
-                image.draft(None, (height, width) if turned else (width, height))
-            image.load()
-            pixels = np.asarray(_to_rgb(image), dtype=np.uint8)
-    except Exception as error:
-        raise _file_error(path, error) from None
+    pixels = _pillow_rgb(path, orientation, image_size)
     resize_one = _array_resizer(image_size, bool(crop_to_aspect_ratio))
     try:
         return resize_one(pixels, orientation).numpy()
@@ -319,6 +410,23 @@ def _decode_with_pil(path, orientation, image_size, crop_to_aspect_ratio):
             f"cannot resize a {pixels.shape[1]}x{pixels.shape[0]} image "
             f"to {image_size[1]}x{image_size[0]} ({error.message})",
         ) from None
+
+
+def _pillow_rgb(path, orientation, image_size):
+    """A file's 8-bit RGB pixels by Pillow, not yet oriented (JPEGs drafted near `image_size`)."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    height, width = image_size
+    try:
+        with Image.open(path, formats=_PIL_FORMATS) as image:
+            image.seek(0)
+            if image.format in ("JPEG", "MPO"):
+                turned = orientation in _SWAPS_AXES
+                image.draft(None, (height, width) if turned else (width, height))
+            image.load()
+            return np.asarray(_to_rgb(image), dtype=np.uint8)
+    except Exception as error:
+        raise _file_error(path, error) from None
 
 
 def _file_error(path, error):

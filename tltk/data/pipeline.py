@@ -1,8 +1,9 @@
 """What every source shares: argument checks, a stable stratified split, and the tf.data pipeline.
 
-Decoded images are held once, as one uint8 variable in host memory; each split is a list of indexes
-into it. An epoch shuffles the indexes, batches them and gathers the pixels (a memory copy, no
-decoding), so later epochs cost next to nothing and the splits share one copy of the pixels.
+Each split is a list of example rows. An epoch shuffles the rows (train only, seeded), batches
+them, and takes their pixels from a `tltk.data.sources` source: one uint8 variable in host memory
+(a gather, no decoding; the splits share one copy), a disk cache, or the files decoded again; the
+batches are prefetched. Every source yields the same pixels in the same order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tltk.data.sources import MemoryPixels
 from tltk.data.image_data import LABEL_MODES, SPLITS, ImageData
 
 logger = logging.getLogger("tltk.data")
@@ -135,7 +137,8 @@ def assemble(
     """Builds the `ImageData` from decoded images, their labels, and the split indexes.
 
     Args:
-        images: uint8 array, tensor or variable. Decoded `(rows, height, width, 3)` images.
+        images: uint8 array, tensor or variable of decoded `(rows, height, width, 3)` images, or a
+            pixel source from `tltk.data.sources`.
         labels: array. `(n,)` class indexes, or `(n, num_classes)` multi-hot for `"multi_hot"`.
         class_names: list of str. The class names.
         label_mode: str. `"int"`, `"categorical"` or `"multi_hot"`.
@@ -162,15 +165,9 @@ def assemble(
     else:
         encoded = labels.astype(np.float32)
     rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+    pixels = images if hasattr(images, "batches") else MemoryPixels(as_variable(images))
     with tf.device("/CPU:0"):
-        # A variable, not a constant: tf.data would copy a captured constant into its graph each
-        # time an iterator starts (seconds for a few hundred MiB); a variable is passed by handle.
-        # Made from a tensor, it takes that tensor's memory without copying it.
-        if not isinstance(images, tf.Variable):
-            images = tf.Variable(
-                tf.convert_to_tensor(images, tf.uint8), trainable=False, name="tltk_images"
-            )
-        label_rows = np.zeros((int(images.shape[0]), *encoded.shape[1:]), dtype=encoded.dtype)
+        label_rows = np.zeros((pixels.num_rows, *encoded.shape[1:]), dtype=encoded.dtype)
         label_rows[rows] = encoded
         label_tensor = tf.constant(label_rows)
     datasets, counts, split_sources = {}, {}, {}
@@ -182,7 +179,7 @@ def assemble(
             datasets[split] = None
             continue
         datasets[split] = _batches(
-            images, label_tensor, rows[indices], batch_size, shuffle=split == "train", seed=seed
+            pixels, label_tensor, rows[indices], batch_size, shuffle=split == "train", seed=seed
         )
         counts[split] = _count(labels[indices], class_names, label_mode)
         split_sources[split] = tuple(sources[i] for i in indices)
@@ -220,14 +217,27 @@ def warn_skipped(skipped, total, where):
     )
 
 
-def _batches(images, labels, indices, batch_size, *, shuffle, seed):
-    def gather(batch):
-        return tf.cast(tf.gather(images, batch), tf.float32), tf.gather(labels, batch)
+def as_variable(images):
+    """A uint8 host-memory variable holding `images` (a variable is returned as it is)."""
+    if isinstance(images, tf.Variable):
+        return images
+    with tf.device("/CPU:0"):
+        # A variable, not a constant: tf.data would copy a captured constant into its graph each
+        # time an iterator starts (seconds for a few hundred MiB); a variable is passed by handle.
+        # Made from a tensor, it takes that tensor's memory without copying it.
+        return tf.Variable(
+            tf.convert_to_tensor(images, tf.uint8), trainable=False, name="tltk_images"
+        )
+
+
+def _batches(pixels, labels, indices, batch_size, *, shuffle, seed):
+    def finish(batch, images):
+        return tf.cast(images, tf.float32), tf.gather(labels, batch)
 
     dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if shuffle:
         dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = pixels.batches(dataset, batch_size).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
