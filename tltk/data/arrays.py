@@ -7,8 +7,12 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tltk.data import cache as cache_module
 from tltk.data import decode, labels, pipeline
 from tltk.data.images import check_image_size
+from tltk.data.sources import DiskPixels, MemoryPixels
+
+_RESIZE_ROWS = 128  # arrays resized at a time into a disk cache
 
 
 def from_arrays(
@@ -23,6 +27,7 @@ def from_arrays(
     seed=0,
     label_mode=None,
     crop_to_aspect_ratio=False,
+    cache="auto",
 ):
     """Builds train / validation / test pipelines from in-memory images and labels.
 
@@ -50,6 +55,12 @@ def from_arrays(
             for multi-label data. Defaults to `None`: `"int"`, or `"multi_hot"` for 2-D `y`.
         crop_to_aspect_ratio: bool. Center crop to the target aspect ratio before resizing.
             Defaults to `False`.
+        cache: str, Path or None. The arrays are in memory already; `cache` says what is held
+            at `image_size`: `"memory"` holds a resized uint8 copy; `None` resizes each batch
+            from a uint8 copy of `x` as given (the choice when `image_size` is larger than the
+            arrays); a folder writes the resized images to a disk cache there, keyed on the
+            arrays' contents (reused by a later run with the same arrays); `"auto"` is
+            `"memory"` up to 1 GiB of resized pixels, else `None`. Defaults to `"auto"`.
 
     Returns:
         A `tltk.data.ImageData`; `sources` holds indexes into `x`.
@@ -71,13 +82,7 @@ def from_arrays(
     label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
     image_size = x.shape[1:3] if image_size is None else check_image_size(image_size)
     labels.check_counts(encoded, class_names, multi_label, "the arrays")
-    pipeline.check_memory(len(x), image_size, "the arrays")
-    if x.shape[1:] == (*image_size, 3) and x.dtype == np.uint8 and not crop_to_aspect_ratio:
-        with tf.device("/CPU:0"):
-            images = tf.convert_to_tensor(x)
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(len(x))))
-        images, _ = decode.resize_all(dataset, tuple(image_size), crop_to_aspect_ratio)
+    images = _pixels(x, tuple(image_size), crop_to_aspect_ratio, cache)
     splits = pipeline.stratified_split(
         [str(i) for i in range(len(x))],
         labels.strata(encoded, multi_label),
@@ -97,6 +102,34 @@ def from_arrays(
         image_size=tuple(image_size),
         skipped=[],
     )
+
+
+def _pixels(x, image_size, crop_to_aspect_ratio, cache):
+    """What `pipeline.assemble` takes as images, for `cache` (see `from_arrays`)."""
+    mode = cache_module.resolve(cache, len(x), image_size, where=None, disk=False)
+    as_is = x.shape[1:] == (*image_size, 3) and not crop_to_aspect_ratio
+    if mode == "memory" or (mode is None and as_is):
+        pipeline.check_memory(len(x), image_size, "the arrays")
+        if as_is:
+            with tf.device("/CPU:0"):
+                return tf.convert_to_tensor(x)
+        dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(len(x))))
+        return decode.resize_all(dataset, image_size, crop_to_aspect_ratio)[0]
+    if mode is None:
+        return MemoryPixels(pipeline.as_variable(x), image_size, crop_to_aspect_ratio)
+    digest = cache_module.key(image_size, crop_to_aspect_ratio)
+    digest.update(repr((x.shape, x.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(x).data)
+
+    def build(write):
+        for start in range(0, len(x), _RESIZE_ROWS):
+            rows = x[start : start + _RESIZE_ROWS]
+            write(decode.resize(decode.to_rgb(rows), image_size, crop_to_aspect_ratio).numpy())
+        return {}
+
+    name = f"arrays-{digest.hexdigest()}"  # a source known by its contents: nothing is stale
+    target, _ = cache_module.disk_cache(mode, name, digest, image_size, build)
+    return DiskPixels(target / cache_module.PIXELS, np.arange(len(x)), image_size)
 
 
 def _check_images(x):

@@ -37,7 +37,7 @@ logger = logging.getLogger("tltk.data")
 
 AUTO_MEMORY_BUDGET = 2**30  # bytes of decoded pixels that `cache="auto"` keeps in memory
 _FORMAT = 1  # the disk cache's layout; a new layout never reads an old one
-_PIXELS, _MANIFEST = "pixels.u8", "manifest.json"
+PIXELS, _MANIFEST = "pixels.u8", "manifest.json"
 
 
 def default_folder():
@@ -122,7 +122,7 @@ def load_files(paths, image_size, *, crop_to_aspect_ratio, num_workers, cache, w
         checked = check_files(paths, image_size, **options)
         pixels = FilePixels(paths, checked, image_size, crop_to_aspect_ratio)
         return pixels, checked.kept, checked.skipped
-    digest = _digest(image_size, crop_to_aspect_ratio)
+    digest = key(image_size, crop_to_aspect_ratio)
     for path in paths:
         digest.update(os.fsencode(path) + b"\0" + _stat(path))
 
@@ -131,11 +131,11 @@ def load_files(paths, image_size, *, crop_to_aspect_ratio, num_workers, cache, w
         return {"kept": checked.kept, "skipped": checked.skipped}
 
     source = os.path.realpath(where)
-    name = f"{os.path.basename(source)}-{_hash(os.fsencode(source))}"
+    name = f"{os.path.basename(source)}-{short_hash(source)}"
     target, manifest = disk_cache(mode, name, digest, image_size, build)
     file_rows = np.full(len(paths), -1, np.int64)
     file_rows[manifest["kept"]] = np.arange(len(manifest["kept"]))
-    pixels = DiskPixels(target / _PIXELS, file_rows, image_size)
+    pixels = DiskPixels(target / PIXELS, file_rows, image_size)
     return pixels, manifest["kept"], [tuple(entry) for entry in manifest["skipped"]]
 
 
@@ -162,7 +162,7 @@ def disk_cache(folder, name, digest, image_size, build):
         return target, manifest
     rows = 0
     with atomic.staged(target) as stage:
-        with open(stage / _PIXELS, "wb") as out:
+        with open(stage / PIXELS, "wb") as out:
 
             def write(pixels):
                 nonlocal rows
@@ -181,14 +181,24 @@ def disk_cache(folder, name, digest, image_size, build):
     return target, manifest
 
 
-def _digest(image_size, crop_to_aspect_ratio):
+def key(image_size, crop_to_aspect_ratio):
+    """A hash to key a disk cache on, holding the layout, `image_size` and the crop mode."""
     digest = hashlib.blake2b(digest_size=12)
     digest.update(json.dumps([_FORMAT, list(image_size), bool(crop_to_aspect_ratio)]).encode())
     return digest
 
 
-def _hash(data):
-    return hashlib.blake2b(data, digest_size=4).hexdigest()
+def short_hash(text):
+    """8 hex digits naming `text` (a path) in a cache folder's name."""
+    return hashlib.blake2b(os.fsencode(text), digest_size=4).hexdigest()
+
+
+def tree_stat(folder):
+    """The names, sizes and modification times of every file under `folder`, as bytes to hash."""
+    entries = []
+    for root, _, names in os.walk(folder):
+        entries += [os.path.join(root, name) for name in names]
+    return b"".join(os.fsencode(path) + b"\0" + _stat(path) for path in sorted(entries))
 
 
 def _stat(path):
@@ -203,7 +213,7 @@ def _open(target, image_size):
     """The manifest of a whole cache at `target`, or None when there is none or it is damaged."""
     try:
         manifest = json.loads((target / _MANIFEST).read_text())
-        size = os.path.getsize(target / _PIXELS)
+        size = os.path.getsize(target / PIXELS)
     except (OSError, ValueError):
         return None
     if manifest.get("format") != _FORMAT or size != manifest.get("rows", -1) * (

@@ -222,8 +222,8 @@ def to_grayscale(image):
     return tf.cast(gray, image.dtype)
 
 
-def resize_all(dataset, image_size, crop_to_aspect_ratio=False):
-    """Converts and resizes every image of a `(image, extra)` dataset, in parallel.
+def resize_each(dataset, image_size, crop_to_aspect_ratio=False):
+    """Converts and resizes every image of a `(image, extra)` dataset, in parallel, in order.
 
     Args:
         dataset: tf.data.Dataset. Unbatched `(image, extra)` pairs; images `(h, w, c)` uint8 or
@@ -231,19 +231,24 @@ def resize_all(dataset, image_size, crop_to_aspect_ratio=False):
         image_size: tuple. `(height, width)` of the output.
         crop_to_aspect_ratio: bool. As in `resize`. Defaults to `False`.
 
-    Returns:
-        A tuple: a `(n, height, width, 3)` uint8 tensor in host memory, and the `extra` values
-        stacked in a numpy array.
+    Yields:
+        `(pixels, extras)` numpy batches: `(n, height, width, 3)` uint8 and the `extra` values.
     """
 
     def convert(image, extra):
         return resize(to_rgb(image), image_size, crop_to_aspect_ratio), extra
 
     dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+    yield from dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def resize_all(dataset, image_size, crop_to_aspect_ratio=False):
+    """`resize_each` gathered: a `(n, height, width, 3)` uint8 host tensor and the extras."""
     images, extras = [], []
-    for batch, extra in dataset.prefetch(tf.data.AUTOTUNE):
-        images.append(batch)
-        extras.append(extra.numpy())
+    for batch, extra in resize_each(dataset, image_size, crop_to_aspect_ratio):
+        with tf.device("/CPU:0"):
+            images.append(tf.convert_to_tensor(batch))
+        extras.append(extra)
     with tf.device("/CPU:0"):
         if not images:
             return tf.zeros((0, *image_size, 3), tf.uint8), np.zeros((0,))

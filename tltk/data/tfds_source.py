@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import json
 
 import numpy as np
 import tensorflow as tf
 
+from tltk.data import cache as cache_module
 from tltk.data import decode, labels, pipeline
 from tltk.data.image_data import SPLITS
 from tltk.data.images import check_image_size
+from tltk.data.sources import DiskPixels
 
 _VALIDATION_NAMES = ("validation", "valid", "val")
 # One short request before a download: TFDS itself retries an unreachable host for 3.4 minutes.
@@ -32,13 +35,14 @@ def from_tfds(
     data_dir=None,
     download=True,
     crop_to_aspect_ratio=False,
+    cache="auto",
 ):
     """Loads a TFDS image classification dataset (downloading it as `tfds.load` does, if needed).
 
     `label_key` may be a `ClassLabel` (single-label) or a `Sequence(ClassLabel)` (multi-label,
     e.g. VOC's `"labels"`, turned into multi-hot rows). Images are converted to RGB and resized as
-    files are, and held in memory like `from_directory`'s: `height * width * 3` bytes each; for a
-    dataset too big for that, use `tfds.load` directly.
+    files are, and held in memory (`height * width * 3` bytes each) or in a disk cache, as `cache`
+    says.
 
     A dataset not yet in `data_dir` is downloaded, after one short check (5 s at most) that the
     network answers; offline, an error says so at once and how to use a copy made elsewhere. An
@@ -68,6 +72,11 @@ def from_tfds(
             prepared copy is read and the network is never touched. Defaults to `True`.
         crop_to_aspect_ratio: bool. Center crop to the target aspect ratio before resizing.
             Defaults to `False`.
+        cache: str, Path or None. `"memory"`, a folder for a disk cache (keyed on the dataset,
+            its splits and its files in `data_dir`; a later run reads no TFDS file), or `"auto"`:
+            memory up to 1 GiB of pixels, else a disk cache in `~/.cache/tltk/data` (see
+            `tltk.data.cache`). `None` is refused: TFDS reads in sequence, so it cannot decode
+            in each epoch's shuffled order. Defaults to `"auto"`.
 
     Returns:
         A `tltk.data.ImageData`; `sources` holds indexes into each TFDS split.
@@ -92,28 +101,67 @@ def from_tfds(
     label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
     names = _split_names(split, list(builder.info.splits.keys()))
 
-    parts, images, encoded, sources, offset = {}, [], [], [], 0
-    for role, split_name in names.items():
-        if split_name is None:
-            continue
+    reads = {role: split_name for role, split_name in names.items() if split_name is not None}
+    counts = [_count(builder.info, split_name) for split_name in reads.values()]
+    where = f"{name} {'+'.join(reads.values())}"
+    mode = cache_module.resolve(cache, sum(c or 0 for c in counts), image_size, where=None)
+    if mode is None:
+        raise ValueError(
+            "from_tfds cannot decode every epoch (cache=None): TFDS reads its files in sequence, "
+            "not in the order of a per-epoch shuffle. Pass a folder for a disk cache, or "
+            f'"memory". Received: cache=None for {name}'
+        )
+
+    def pairs(split_name):
         dataset = tfds.load(
             name, split=split_name, data_dir=data_dir, download=download, shuffle_files=False
         )
-        count = _count(builder.info, split_name)
-        if count is not None:
-            pipeline.check_memory(count, image_size, f"{name} {split_name}")
-        pairs = dataset.map(
+        return dataset.map(
             lambda example: (
                 example[image_key],
                 _encode(example[label_key], len(class_names), multi_label),
             )
         )
-        pixels, split_labels = decode.resize_all(pairs, image_size, crop_to_aspect_ratio)
-        images.append(pixels)
-        encoded.append(split_labels)
-        sources += list(range(len(split_labels)))
-        parts[role] = np.arange(offset, offset + len(split_labels))
-        offset += len(split_labels)
+
+    if mode == "memory":
+        pipeline.check_memory(sum(c or 0 for c in counts), image_size, where)
+        images, encoded, sizes = [], [], {}
+        for role, split_name in reads.items():
+            pixels, split_labels = decode.resize_all(
+                pairs(split_name), image_size, crop_to_aspect_ratio
+            )
+            images.append(pixels)
+            encoded.append(split_labels)
+            sizes[role] = len(split_labels)
+        with tf.device("/CPU:0"):
+            images = tf.concat(images, axis=0) if len(images) > 1 else images[0]
+    else:
+        digest = cache_module.key(image_size, crop_to_aspect_ratio)
+        source = [builder.info.full_name, reads, image_key, label_key, len(class_names)]
+        digest.update(json.dumps(source).encode() + cache_module.tree_stat(builder.data_dir))
+
+        def build(write):
+            encoded, sizes = [], {}
+            for role, split_name in reads.items():
+                sizes[role] = 0
+                for batch, extra in decode.resize_each(
+                    pairs(split_name), image_size, crop_to_aspect_ratio
+                ):
+                    write(batch)
+                    encoded += extra.tolist()
+                    sizes[role] += len(batch)
+            return {"labels": encoded, "sizes": sizes}
+
+        source = str(builder.data_dir)
+        cache_name = f"tfds-{name.split(':')[0]}-{cache_module.short_hash(source)}"
+        target, manifest = cache_module.disk_cache(mode, cache_name, digest, image_size, build)
+        images = DiskPixels(target / cache_module.PIXELS, np.arange(manifest["rows"]), image_size)
+        encoded, sizes = [np.asarray(manifest["labels"])], manifest["sizes"]
+    parts, sources, offset = {}, [], 0
+    for role in reads:
+        sources += list(range(sizes[role]))
+        parts[role] = np.arange(offset, offset + sizes[role])
+        offset += sizes[role]
     encoded = np.concatenate(encoded)
     train = parts["train"]
     labels.check_counts(encoded[train], class_names, multi_label, f"{name} {names['train']}")
@@ -135,8 +183,6 @@ def from_tfds(
             splits[role] = parts[role]
         else:
             splits[role] = None if carved[role] is None else train[carved[role]]
-    with tf.device("/CPU:0"):
-        images = tf.concat(images, axis=0) if len(images) > 1 else images[0]
     return pipeline.assemble(
         images,
         encoded,
