@@ -23,3 +23,26 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
 def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "readme"})
+
+
+@pytest.mark.slow
+def test_readme_command_line_section_runs_line_by_line(tmp_path, monkeypatch):
+    """The README's command-line block, run as written (offline: the demo backbone's digits)."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from tltk.cli import main
+
+    section = README.split("## Command line", 1)[1]
+    block = re.search(r"```bash\n(.*?)\n```", section, flags=re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        assert words[0] == "tltk", line
+        result = CliRunner().invoke(main, words[1:])
+        allowed = (0, 1) if words[1] == "doctor" else (0,)  # doctor exits 1 on a problem found
+        assert result.exit_code in allowed, f"{line}\n{result.output}"
+    assert (tmp_path / "runs" / "digits" / "run.json").is_file()
+    assert (tmp_path / "preds.csv").read_text().startswith("input,prediction,probability,error,")
+    assert (tmp_path / "exports" / "digits" / "model_float16.tflite").is_file()
