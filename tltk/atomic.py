@@ -34,7 +34,7 @@ import uuid
 
 try:
     import fcntl
-except ImportError:  # Windows: `publish` and `reading` then refuse with a clear error
+except ImportError:  # Windows: `publish` refuses with a clear error, `reading` reads by name
     fcntl = None
 
 MARKER = ".tltk-"
