@@ -163,11 +163,11 @@ class Checked(typing.NamedTuple):
 
     kept: list
     skipped: list
-    methods: dict  # {index: index into decode.DECODE_METHODS, or PILLOW}
+    plans: dict  # {index: `_tf_plan` tuple, or PILLOW}
     orientations: dict  # {index: EXIF orientation}
 
 
-PILLOW = -1  # the decoding method of a file that Pillow decodes
+PILLOW = "pillow"  # the plan of a file that Pillow decodes
 
 
 def check_files(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=None, consume=None):
@@ -190,7 +190,7 @@ def check_files(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=No
             pixels. Defaults to `None`: the pixels are dropped.
 
     Returns:
-        A `Checked(kept, skipped, methods, orientations)`: the ascending indexes of the files that
+        A `Checked(kept, skipped, plans, orientations)`: the ascending indexes of the files that
         decode, `(path, reason)` for the others, and for each kept file how `decode_planned`
         decodes it again.
 
@@ -203,7 +203,7 @@ def check_files(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=No
     paths = [str(p) for p in paths]
     if num_workers is None:
         num_workers = min(32, (os.cpu_count() or 1) + 4)
-    reasons, headers, methods = {}, {}, {}
+    reasons, headers, plans = {}, {}, {}
 
     def read_headers(indexes):
         for index in indexes:
@@ -222,12 +222,12 @@ def check_files(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=No
             pixels = np.empty((len(chunk), *image_size, 3), np.uint8)
             row = {index: i for i, index in enumerate(chunk)}
             fast = [i for i in chunk if headers[i].route == _TF_ROUTE]
-            for indexes, batch, method in _decode_with_tf(
+            for indexes, batch, plan in _decode_with_tf(
                 paths, headers, fast, image_size, crop_to_aspect_ratio
             ):
                 pixels[[row[i] for i in indexes]] = batch
-                methods.update(dict.fromkeys(indexes, method))
-            slow = [i for i in chunk if i not in methods]
+                plans.update(dict.fromkeys(indexes, plan))
+            slow = [i for i in chunk if i not in plans]
 
             def decode_with_pil(indexes):
                 for index in indexes:
@@ -238,21 +238,21 @@ def check_files(paths, image_size, *, crop_to_aspect_ratio=False, num_workers=No
                             image_size,
                             crop_to_aspect_ratio,
                         )
-                        methods[index] = PILLOW
+                        plans[index] = PILLOW
                     except ImageFileError as error:
                         reasons[index] = error.reason
 
             if slow:  # trace once here: threads tracing it at the same time would each trace it
                 _array_resizer(image_size, bool(crop_to_aspect_ratio)).get_concrete_function()
             list(pool.map(decode_with_pil, _chunks(slow, workers)))
-            good = np.array([i for i in chunk if i in methods], dtype=np.int64)
+            good = np.array([i for i in chunk if i in plans], dtype=np.int64)
             if consume is not None and len(good):
                 kept_rows = [row[i] for i in good]
                 consume(good, pixels if len(good) == len(chunk) else pixels[kept_rows])
-    kept = sorted(methods)
+    kept = sorted(plans)
     skipped = [(paths[i], reasons[i]) for i in sorted(reasons)]
     orientations = {i: headers[i].orientation for i in kept}
-    return Checked(kept, skipped, methods, orientations)
+    return Checked(kept, skipped, plans, orientations)
 
 
 def inspect_file(path):
@@ -339,19 +339,21 @@ def _decode_with_tf(paths, headers, indexes, image_size, crop_to_aspect_ratio):
 
         dataset = dataset.map(decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         dataset = dataset.ignore_errors().batch(64).prefetch(tf.data.AUTOTUNE)
-        method = decode.DECODE_METHODS.index(plan[1])
         for batch_indexes, batch in dataset.as_numpy_iterator():
-            yield batch_indexes.tolist(), batch, method
+            yield batch_indexes.tolist(), batch, plan
 
 
-def decode_planned(path, method, orientation, image_size, crop_to_aspect_ratio):
+def decode_planned(path, plan_id, orientation, plans, image_size, crop_to_aspect_ratio):
     """Decodes one file, in graph mode, as `check_files` did: the streaming path (`cache=None`).
+
+    Each distinct plan is one branch of static operations (as in `check_files`), so a folder of
+    like files (one plan) runs no control flow per image at all.
 
     Args:
         path: string tensor. The file (bytes).
-        method: int32 tensor. What `check_files` used: an index into `decode.DECODE_METHODS`, or
-            `PILLOW`.
-        orientation: int32 tensor. The file's EXIF orientation.
+        plan_id: int32 tensor. The file's plan: an index into `plans`.
+        orientation: int32 tensor. The file's EXIF orientation (used by the Pillow plan).
+        plans: list. The distinct plans of `Checked.plans`.
         image_size: tuple. `(height, width)`.
         crop_to_aspect_ratio: bool. As in `load_image`.
 
@@ -371,12 +373,21 @@ def decode_planned(path, method, orientation, image_size, crop_to_aspect_ratio):
             decode.orient_dynamic(pixels, orientation), image_size, crop_to_aspect_ratio
         )
 
-    def with_tf():
-        return decode.decode_file_dynamic(
-            path, orientation, method, image_size, crop_to_aspect_ratio
+    def with_tf(plan):
+        orientation, jpeg_ratio, antialias = plan
+        return decode.decode_file(
+            path,
+            image_size,
+            crop_to_aspect_ratio,
+            orientation=orientation,
+            jpeg_ratio=jpeg_ratio,
+            antialias=antialias,
         )
 
-    return tf.cond(method == PILLOW, with_pillow, with_tf)
+    branches = [
+        with_pillow if plan == PILLOW else functools.partial(with_tf, plan) for plan in plans
+    ]
+    return branches[0]() if len(branches) == 1 else tf.switch_case(plan_id, branches)
 
 
 def _empty_store(count, image_size):

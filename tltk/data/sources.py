@@ -56,14 +56,15 @@ class FilePixels:
 
     def __init__(self, paths, checked, image_size, crop_to_aspect_ratio=False):
         self.num_rows = len(paths)
-        methods = np.full(len(paths), images.PILLOW, np.int32)
+        self.plans = sorted(set(checked.plans.values()), key=str) or [images.PILLOW]
+        plan_ids = np.zeros(len(paths), np.int32)
         orientations = np.ones(len(paths), np.int32)
         for index in checked.kept:
-            methods[index] = checked.methods[index]
+            plan_ids[index] = self.plans.index(checked.plans[index])
             orientations[index] = checked.orientations[index]
         with tf.device("/CPU:0"):
             self._paths = tf.constant([os.fsencode(p) for p in paths], tf.string)
-            self._methods = tf.constant(methods)
+            self._plan_ids = tf.constant(plan_ids)
             self._orientations = tf.constant(orientations)
         self.image_size = image_size
         self.crop_to_aspect_ratio = crop_to_aspect_ratio
@@ -72,8 +73,9 @@ class FilePixels:
         def decode_row(row):
             pixels = images.decode_planned(
                 tf.gather(self._paths, row),
-                tf.gather(self._methods, row),
+                tf.gather(self._plan_ids, row),
                 tf.gather(self._orientations, row),
+                self.plans,
                 self.image_size,
                 self.crop_to_aspect_ratio,
             )
