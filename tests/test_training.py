@@ -54,11 +54,12 @@ def build(**kwargs):
 
 
 class Snapshots(keras.callbacks.Callback):
-    """Copies of `target`'s weights (by layer and index) at the start and end of every `fit`."""
+    """Copies of `target`'s weights (by layer and index) as each epoch begins (`at[epoch]`, the
+    epochs of all stages counted on: `fine_tune`'s callbacks see one run) and as the run ends."""
 
     def __init__(self, target):
         super().__init__()
-        self.target, self.begin, self.end = target, [], []
+        self.target, self.at, self.final = target, {}, None
 
     def _copy(self):
         return {
@@ -67,11 +68,11 @@ class Snapshots(keras.callbacks.Callback):
             for i, w in enumerate(layer.weights)
         }
 
-    def on_train_begin(self, logs=None):
-        self.begin.append(self._copy())
+    def on_epoch_begin(self, epoch, logs=None):
+        self.at[epoch] = self._copy()
 
     def on_train_end(self, logs=None):
-        self.end.append(self._copy())
+        self.final = self._copy()
 
 
 def _leaves(model):
@@ -161,12 +162,12 @@ def test_frozen_layers_are_bit_for_bit_unchanged(cache_features):
         **FAST,
     )
 
-    first, last = snaps.begin[0], snaps.end[-1]
+    first, last = snaps.at[0], snaps.final
     for prefix in ("stem_", "block1_", "block2_"):
         assert not any(_changed(first, last, prefix).values()), prefix
-    stage2 = _changed(snaps.begin[1], snaps.end[1], "top_")
+    stage2 = _changed(snaps.at[2], snaps.final, "top_")  # stage 2 is epochs 2 and 3
     assert stage2["top_conv/0"] and not stage2["top_bn/2"] and not stage2["top_bn/3"]
-    stage1 = _changed(snaps.begin[0], snaps.end[0], "")
+    stage1 = _changed(snaps.at[0], snaps.at[2], "")
     assert stage1["predictions/0"] and not stage1["top_conv/0"]
 
 
@@ -187,7 +188,7 @@ def test_batchnorm_statistics_follow_the_policy(train_bn):
         **FAST,
     )
 
-    changed = _changed(snaps.begin[1], snaps.end[1], "")
+    changed = _changed(snaps.at[1], snaps.final, "")  # stage 2 is epoch 1
     for group in GROUPS:
         assert changed[f"{group}_conv/0"]
         stats = [changed[f"{group}_bn/2"], changed[f"{group}_bn/3"]]  # moving mean, moving variance
@@ -218,7 +219,7 @@ def test_never_ends_worse_than_stage_1_when_later_stages_hurt(capsys):
     assert max(result.histories[1]["val_accuracy"]) < result.stage1_metric
     assert result.restored_stage1 and result.best_stage == 1
     assert result.best_metric == result.stage1_metric >= 0.8
-    after_stage1, final = snaps.begin[1], Snapshots(model)._copy()
+    after_stage1, final = snaps.at[8], Snapshots(model)._copy()  # stage 2 begins at epoch 8
     assert all(np.array_equal(after_stage1[k], final[k]) for k in final)
     assert model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
         result.stage1_metric
@@ -227,35 +228,29 @@ def test_never_ends_worse_than_stage_1_when_later_stages_hurt(capsys):
 
 
 class Kill(keras.callbacks.Callback):
-    """Raises at the end of epoch `epoch` of the `stage`-th fit, as a killed process would stop."""
+    """Raises at the end of epoch `epoch` of the run, as a killed process would stop."""
 
-    def __init__(self, target, stage, epoch):
+    def __init__(self, target, epoch):
         super().__init__()
-        self.target, self.stage, self.epoch, self.fits, self.weights = target, stage, epoch, 0, None
-
-    def on_train_begin(self, logs=None):
-        self.fits += 1
+        self.target, self.epoch, self.weights = target, epoch, None
 
     def on_epoch_end(self, epoch, logs=None):
-        if (self.fits, epoch) == (self.stage, self.epoch):
+        if epoch == self.epoch:
             self.weights = self.target.get_weights()
             raise RuntimeError("simulated kill")
 
 
 class Epochs(keras.callbacks.Callback):
-    """Records `(fit number, epoch)` of every epoch run, and the weights as the first begins."""
+    """Records the epoch number of every epoch run, and the weights as the first begins."""
 
     def __init__(self, target):
         super().__init__()
-        self.target, self.fits, self.seen, self.weights = target, 0, [], None
-
-    def on_train_begin(self, logs=None):
-        self.fits += 1
+        self.target, self.seen, self.weights = target, [], None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.weights is None:
             self.weights = self.target.get_weights()
-        self.seen.append((self.fits, epoch))
+        self.seen.append(epoch)
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -265,7 +260,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, stage):
         head_epochs=3, epochs=3, unfreeze="all", checkpoint_dir=tmp_path / "run", **FAST
     )
     model = build()
-    kill = Kill(model, stage, epoch=1)
+    kill = Kill(model, epoch=1 if stage == 1 else 4)  # epoch 1 of stage 1, or of stage 2
     with pytest.raises(RuntimeError, match="simulated kill"):
         fine_tune(model, train, val, callbacks=[kill], **settings)
 
@@ -274,8 +269,9 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, stage):
     epochs = Epochs(fresh)
     result = fine_tune(fresh, train, val, callbacks=[epochs], **settings)
 
-    # Stage 1 is not trained again after it finished; the killed stage goes on at epoch 2 of 3.
-    assert epochs.seen == ([(1, 2), (2, 0), (2, 1), (2, 2)] if stage == 1 else [(1, 2)])
+    # Stage 1 is not trained again after it finished; the killed stage goes on at epoch 2 of 3,
+    # and the epochs count on across stages (stage 2 is epochs 3-5), resumed or not.
+    assert epochs.seen == ([2, 3, 4, 5] if stage == 1 else [5])
     for saved, restored in zip(kill.weights, epochs.weights):
         np.testing.assert_array_equal(saved, restored)
     assert [len(h["val_accuracy"]) for h in result.histories] == [3, 3]

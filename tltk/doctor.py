@@ -172,6 +172,8 @@ def run_checks() -> list:
         "ai_edge_litert": "pip install ai-edge-litert (runs .tflite files)",
         "tensorflow_hub": "pip install tensorflow-hub (TF Hub handles)",
         "tensorflow_datasets": "pip install tensorflow-datasets (tltk.data.from_tfds)",
+        "tensorboard": "pip install 'tltk-keras[tensorboard]' (keras.callbacks.TensorBoard: "
+        "TensorFlow 2.21 no longer installs it)",
     }
     for module, fix in extras.items():
         try:

@@ -20,12 +20,12 @@ from tltk.transfer_model import TransferModel
 PIXELS_PER_BATCH = 256 * 32 * 32  # images per extraction batch times their height and width
 
 
-def cut_layer(model):
+def cut_layer(model, *, frozen=False):
     """The last layer whose output is cached: `model.features` (the pooling), else the backbone.
 
     Returns None when the model is not a `tltk.TransferModel` whose graph is the linear
     `... -> backbone -> [features] -> head` chain `tltk.build_classifier` makes, or when anything
-    before the cut would train.
+    before the cut would train (with `frozen`: once `tltk.freeze` has frozen the backbone).
     """
     if not isinstance(model, TransferModel) or len(model.heads) != 1:
         return None
@@ -36,7 +36,7 @@ def cut_layer(model):
     if [layer.name for layer in after] != [layer.name for layer in head]:
         return None
     before = model.layers[: names.index(cut.name) + 1]
-    if any(layer.trainable_weights for layer in before):
+    if any(layer.trainable_weights for layer in before if not (frozen and layer is model.backbone)):
         return None
     return cut
 

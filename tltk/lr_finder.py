@@ -92,8 +92,8 @@ def find_lr(
     Rates must be finite; an empty or unbatched `train` raises a `ValueError` before any step.
 
     Args:
-        model: keras.Model. A tltk classifier (or any model with a `"predictions"` layer, or pass
-            `loss`).
+        model: keras.Model. A tltk classifier, or any Keras model with `loss` given (a head
+            model on cached features, for one).
         train: tf.data.Dataset. Batches of `(images, labels)`; repeated if shorter than `steps`.
         min_lr: float. First rate. Defaults to `1e-7`.
         max_lr: float. Last rate. Defaults to `1.0`.
@@ -117,7 +117,7 @@ def find_lr(
     ```
     """
     min_lr, max_lr, steps = _check_args(model, train, min_lr, max_lr, steps, smoothing, divergence)
-    loss_fn = keras.losses.get(objective(model, train, loss=loss)[0])
+    loss_fn = keras.losses.get(loss if loss is not None else objective(model, train)[0])
     opt = _optimizer(optimizer, min_lr)
     rates = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
     variables = model.trainable_variables

@@ -43,6 +43,7 @@ class RunState:
         self.best_stage = None
         self.best_epoch = None
         self.best_weights = None
+        self.plan = None  # the stages as run, their rates chosen (`Stage.as_dict()` each)
         self.directory = pathlib.Path(directory) if directory is not None else None
 
     @classmethod
@@ -69,6 +70,7 @@ class RunState:
         state.histories = saved["histories"]
         state.completed = saved["completed"]
         state.diverged = saved.get("diverged", [])
+        state.plan = saved.get("plan")
         if state.completed == num_stages:
             warnings.warn(
                 f"`checkpoint_dir` {state.directory} holds a finished run with these settings: "
@@ -112,6 +114,7 @@ class RunState:
                 "histories": self.histories,
                 "completed": self.completed,
                 "diverged": self.diverged,
+                "plan": self.plan,
                 "best": [self.best_value, self.best_stage, self.best_epoch, self.best_loss],
             }
         )

@@ -1,25 +1,28 @@
-"""`fine_tune`: train the head on a frozen backbone, then unfreeze from the top at lower rates.
+"""`fine_tune`: train the head on a frozen backbone to convergence, then unfreeze it at lower rates.
 
-The recipe of fastai's `fine_tune`, over tltk's primitives: `freezing` (groups, BatchNorm policy),
-`feature_cache` (stage 1 on cached backbone features), `schedules` (warmup + cosine per stage),
-`lr_multipliers` (a rate per group) and `run_state` (best weights, resumable checkpoints).
+The recipe of fastai's `fine_tune`, over tltk's public primitives: a stage plan
+(`tltk.plan_stages`, a list of `tltk.Stage`), the learning-rate range test (`tltk.find_lr`),
+`freezing` (groups, BatchNorm policy), `feature_cache` (the head stage on cached backbone features),
+`schedules`, `lr_multipliers` (a rate per group) and `run_state` (best weights, checkpoints), run by
+one stage runner.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 import tensorflow as tf
 
 from tltk import freezing
-from tltk.argcheck import is_integer
 from tltk.feature_cache import FeatureCache, cut_layer
+from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
 from tltk.objectives import objective
+from tltk.run_callbacks import ContinuousRun
 from tltk.run_state import BestTracker, RunState
 from tltk.schedules import warmup_cosine
+from tltk.stages import AUTO, Stage, is_auto, resolve_rates
 from tltk.training_inputs import check_data, check_settings, fingerprint, label_range_error
 from tltk.transfer_model import as_transfer_model
 
@@ -33,6 +36,8 @@ from tltk.transfer_model import as_transfer_model
 # its last stage only, and at 1/2.6 per group they barely move.
 UNFREEZE = "all"
 LR_DECAY = 0.7
+# The range test of `learning_rate="auto"`: rates scanned, steps (one batch each).
+LR_RANGE = dict(min_lr=1e-6, max_lr=10.0, steps=100)
 
 
 @dataclasses.dataclass
@@ -41,8 +46,9 @@ class FineTuneResult:
 
     Attributes:
         model: keras.Model. The trained model (the same object that was passed in).
-        stages: list of dict. Per stage: `"unfrozen"` (backbone groups), `"epochs"`,
-            `"learning_rates"` (`{group: peak rate}`) and `"cached"` (trained on cached features).
+        stages: list of dict. Per stage, its `tltk.Stage` fields (`"unfrozen"`, `"epochs"`,
+            `"learning_rate"`, `"cached"`, `"converge"`, `"patience"`) with the rates chosen,
+            and `"learning_rates"` (`{group: peak rate}`).
         histories: list of dict. Per stage, `{metric: [value per epoch]}` as `History.history`.
         monitor: str. The validation metric that chose the weights, e.g. `"val_accuracy"`.
         best_metric: float. Its best value, which the returned weights have.
@@ -52,6 +58,11 @@ class FineTuneResult:
         restored_stage1: bool. Whether later stages did not beat stage 1, so its weights were kept.
         diverged: list of tuple. `(stage, epoch)` of each stage stopped early because its
             training loss became NaN or infinite (the weights of that epoch are never kept).
+        learning_rate: float or None. The head's rate (stage 1's), as chosen or given.
+        fine_tune_lr: float or None. The head's rate in the first stage that unfreezes the
+            backbone, if there is one.
+        lr_finder: tltk.lr_finder.LRFinderResult or None. The range test that chose the rates
+            (`learning_rate="auto"`; `None` for given rates or a resumed run).
     """
 
     model: keras.Model
@@ -64,6 +75,9 @@ class FineTuneResult:
     stage1_metric: float | None
     restored_stage1: bool
     diverged: list
+    learning_rate: float | None = None
+    fine_tune_lr: float | None = None
+    lr_finder: object = None
 
 
 def fine_tune(
@@ -71,10 +85,10 @@ def fine_tune(
     train,
     validation,
     *,
-    head_epochs=5,
+    head_epochs=AUTO,
     epochs=10,
     unfreeze=UNFREEZE,
-    learning_rate=1e-3,
+    learning_rate=AUTO,
     fine_tune_lr=None,
     lr_decay=LR_DECAY,
     warmup=0.1,
@@ -89,16 +103,24 @@ def fine_tune(
     train_bn=None,
     loss=None,
     monitor="val_accuracy",
+    stages=None,
     verbose=1,
 ):
     """Trains a tltk classifier in stages and ends with its best weights by validation metric.
 
-    Stage 1 trains the head on the frozen backbone (on cached backbone features where valid).
-    Then the backbone is unfrozen (all at once by default, or from the top in stages) and trains
-    with warmup then cosine decay, the group `k` steps below the head at
-    `fine_tune_lr * lr_decay ** k`. Every stage starts from the best weights so far, and the run
-    ends with the best weights of all: if later stages do not beat stage 1, the stage-1 weights
-    are kept, and `fine_tune` says so.
+    Stage 1 trains the head on the frozen backbone. On cached backbone features (where valid) an
+    epoch costs milliseconds, so it trains to convergence: at a constant rate until the
+    validation loss has not improved for 10 epochs, keeping its best epoch. Then the backbone is
+    unfrozen (all at once by default, or from the top in stages) and trains with warmup then
+    cosine decay, the group `k` steps below the head at `fine_tune_lr * lr_decay ** k`. Every
+    stage starts from the best weights so far, and the run ends with the best weights of all: if
+    later stages do not beat stage 1 (say, at too high a `fine_tune_lr`), the stage-1 weights
+    are kept, and `fine_tune` says so. `tltk.plan_stages` shows the stages these arguments make;
+    `stages=` runs another plan.
+
+    With `learning_rate="auto"`, the head's rate is the suggestion of the learning-rate range
+    test (`tltk.find_lr`, on the cached features: a fraction of a second) and the fine-tuning
+    rate half of it; both are printed and returned.
 
     A stage whose training loss becomes NaN or infinite (it diverged) stops there with a warning,
     and the next stage starts from the best weights so far; `FineTuneResult.diverged` lists it.
@@ -110,8 +132,11 @@ def fine_tune(
             `tltk.build_text_classifier` (or one of them reloaded); trained in place.
         train: tf.data.Dataset. Batches of `(images, labels)` (raw pixels 0..255); labels are
             class indexes, one-hot or multi-hot, as the model's output requires.
-        validation: tf.data.Dataset. Batches like `train`; chooses the weights.
-        head_epochs: int. Epochs of stage 1 (head only); `0` skips it. Defaults to `5`.
+        validation: tf.data.Dataset. Batches like `train`; chooses the weights and when the head
+            stage stops.
+        head_epochs: int or str. Epochs of stage 1 (head only); `0` skips it. On cached features
+            an upper bound (the stage stops once it converges); `"auto"`: 200 there, 5 without
+            the cache. Defaults to `"auto"`.
         epochs: int. Epochs of all later stages together; `0` trains the head only.
             Defaults to `10`.
         unfreeze: str or list. `"gradual"`: one more group per stage, up to all of them (as many
@@ -120,12 +145,15 @@ def fine_tune(
             Or a list of stages, each a number of groups from the top, a list of group names, or
             `"all"`, sharing `epochs` evenly (any remainder to the last). Defaults to `"all"`
             (fastai's `fine_tune`).
-        learning_rate: float. Peak rate of stage 1. Defaults to `1e-3`.
-        fine_tune_lr: float. Peak rate of the head in later stages. Defaults to `learning_rate / 2`
-            (as fastai's `fine_tune`).
+        learning_rate: float or str. Rate of stage 1 (its peak, without the cache). `"auto"`:
+            the range test's suggestion (`FineTuneResult.lr_finder` holds the test).
+            Defaults to `"auto"`.
+        fine_tune_lr: float. Peak rate of the head in later stages. Defaults to half the head's
+            rate (as fastai's `fine_tune`).
         lr_decay: float. Rate factor per group below the head, in (0, 1]. Defaults to `0.7`
             (ULMFiT used `1 / 2.6` with gradual unfreezing).
-        warmup: float. Fraction of each stage's steps spent warming up. Defaults to `0.1`.
+        warmup: float. Fraction of each stage's steps spent warming up (not in a converging
+            head stage). Defaults to `0.1`.
         weight_decay: float. Decoupled weight decay for `"adamw"` and `"sgd"`. Defaults to `1e-2`.
         optimizer: str or keras.optimizers.Optimizer. `"adamw"`, `"adam"`, `"sgd"` (momentum
             0.9), or an optimizer used as a template (its class and settings; the rate is
@@ -133,16 +161,23 @@ def fine_tune(
         class_weight: dict. `{class: weight}`: keys are class indexes, or class names once
             `model.class_names` is set; weights are finite numbers >= 0, and a class left out
             weighs 1. Checked before training. Defaults to `None`.
-        early_stopping: bool or int. Stop a stage after this many epochs (`True`: 5) without
-            improvement of `monitor`, counted from the middle of the stage. Defaults to `True`.
-        callbacks: callback or sequence. Extra Keras callbacks for every stage. In a cached stage
-            they see the head model. Defaults to `()`.
+        early_stopping: bool or int. Patience: stop a stage after this many epochs (`True`: 5)
+            without improvement of `monitor`, counted from the middle of the stage; a head stage
+            on cached features stops after this many (`True`: 10) without a lower validation
+            loss. `False`: every stage runs all its epochs. Defaults to `True`.
+        callbacks: callback or sequence. Keras callbacks that see the stages as one run of the
+            full model: `on_train_begin` and `on_train_end` once, epochs numbered on across
+            stages, `self.model` the full model even in a cached stage (so
+            `keras.callbacks.CSVLogger` writes every stage's rows, `ModelCheckpoint` saves a
+            model that takes images, and `TensorBoard`, installed with `tltk[tensorboard]`, logs
+            every stage). One that sets `model.stop_training` ends the running stage.
+            Defaults to `()`.
         checkpoint_dir: str or Path. Folder for checkpoints: a killed run called again with the
-            same model, data and settings resumes where it stopped, and a finished one returns
-            its result with a warning. A call with anything else that changes the result (a
-            setting, the class count or names, the data's spec, batches or first batch) is
-            refused with an error naming each difference: pass a new folder to train anew.
-            Defaults to `None`.
+            same model, data and settings resumes where it stopped (with the rates it chose),
+            and a finished one returns its result with a warning. A call with anything else that
+            changes the result (a setting, the class count or names, the data's spec, batches or
+            first batch) is refused with an error naming each difference: pass a new folder to
+            train anew. Defaults to `None`.
         cache_features: bool. Train stage 1 on cached backbone features when the model allows
             it (see `tltk.feature_cache`). Defaults to `True`.
         augmented_views: int. With an augmentation layer, how many augmented views of the
@@ -154,6 +189,9 @@ def fine_tune(
         monitor: str. Validation metric that chooses the weights; `"val_loss"` is minimised,
             anything else maximised, and a tie goes to the epoch with the lower `val_loss`.
             Defaults to `"val_accuracy"`.
+        stages: list of tltk.Stage. Run this plan instead of the one `tltk.plan_stages` makes
+            from `head_epochs`, `epochs`, `unfreeze`, `fine_tune_lr`, `early_stopping` and
+            `cache_features` (which are then not used). Defaults to `None`.
         verbose: int. 0 silent, 1 progress bars and stage lines, 2 one line per epoch.
             Defaults to `1`.
 
@@ -166,118 +204,187 @@ def fine_tune(
     ```python
     data = tltk.data.from_directory("photos", image_size=(224, 224))
     model = tltk.build_classifier("mobilenet_v2", data.num_classes)
-    result = tltk.fine_tune(model, data.train, data.validation, head_epochs=5, epochs=10)
-    print(result.best_metric, result.best_stage)
+    print(tltk.plan_stages(model, epochs=10))
+    result = tltk.fine_tune(model, data.train, data.validation, epochs=10)
+    print(result.learning_rate, result.best_metric, result.best_stage)
     ```
     """
     model = as_transfer_model(model)
     s = check_settings(**locals())  # the checked settings, a `training_inputs.Settings`
     check_data(model, train, validation)
-    stages = ([[]] if s.head_epochs else []) + _plan(model, s.unfreeze, s.epochs)
-    stage_epochs = ([s.head_epochs] if s.head_epochs else []) + _split(
-        s.epochs, len(stages) - bool(s.head_epochs), gradual=s.unfreeze == "gradual"
-    )
     steps = _steps_per_epoch(train)
     mode = "min" if s.monitor.endswith("loss") else "max"
     checkpointed = s.checkpoint_dir is not None  # only then is the fingerprint (it reads data) used
-    run = fingerprint(s, stages, stage_epochs, model, train, validation) if checkpointed else {}
-    state = RunState.resume(run, len(stages), mode, s.checkpoint_dir)
+    run = fingerprint(s, model, train, validation) if checkpointed else {}
+    state = RunState.resume(run, len(s.stages), mode, s.checkpoint_dir)
     if state.best_weights is not None:
         model.set_weights(state.best_weights)
+    cache = _cache(model, train, validation, s, state)
+    plan, finder = _choose_rates(model, train, s, state, cache)
+    user = ContinuousRun(s.callbacks, model)
     records = []
-    for index, (unfrozen, n_epochs) in enumerate(zip(stages, stage_epochs)):
-        freezing.freeze(model)
-        if unfrozen:
-            freezing.unfreeze(model, unfrozen, train_bn=s.train_bn)
-        peak = s.learning_rate if not unfrozen else s.fine_tune_lr
-        base = _optimizer(
-            s.optimizer, warmup_cosine(peak, steps * n_epochs, warmup=s.warmup), s.weight_decay
-        )
-        multipliers = decayed_multipliers(model, s.lr_decay)
-        cached = not unfrozen and s.cache_features and cut_layer(model) is not None
-        records.append(
-            {
-                "unfrozen": list(unfrozen),
-                "epochs": n_epochs,
-                "cached": cached,
-                "learning_rates": {g: peak * m for g, m in multipliers.items()},
-            }
-        )
+    for index, stage in enumerate(plan):
+        records.append(_prepare(model, stage, s))
         if index < state.completed:
             continue
         if s.verbose:
             rates = ", ".join(f"{g} {r:.2g}" for g, r in records[-1]["learning_rates"].items())
             print(
-                f"Stage {index + 1}/{len(stages)}: {n_epochs} epoch(s), "
-                f"{'cached features, ' if cached else ''}learning rates: {rates}"
+                f"Stage {index + 1}/{len(plan)}: {'up to ' if stage.converge else ''}"
+                f"{stage.epochs} epoch(s), {'cached features, ' if stage.cached else ''}"
+                f"learning rates: {rates}"
             )
-        if unfrozen:
-            base = discriminative_optimizer(
-                base, {g: m for g, m in multipliers.items() if m != 1}, model=model
-            )
-        stage_loss, metrics = objective(model, train, loss=s.loss)
-        stage_callbacks = _stage_callbacks(model, state, index, n_epochs, mode, s) + s.callbacks
-        if cached:
-            cache = FeatureCache(model, train, validation, views=s.augmented_views)
-            cache.fit(
-                n_epochs,
-                optimizer=base,
-                loss=stage_loss,
-                metrics=metrics,
-                callbacks=stage_callbacks,
-                class_weight=s.class_weight,
-                verbose=s.verbose,
-            )
-        else:
-            model.compile(optimizer=base, loss=stage_loss, metrics=metrics)
-            try:
-                model.fit(
-                    train,
-                    validation_data=validation,
-                    epochs=n_epochs,
-                    class_weight=s.class_weight,
-                    callbacks=stage_callbacks,
-                    shuffle=False,
-                    verbose=s.verbose,
-                )
-            except tf.errors.InvalidArgumentError as error:
-                clear = label_range_error(error, model)
-                if clear is None:
-                    raise
-                raise clear from error
+        offset = sum(len(h) for h in state.histories[:index])  # the user's epochs run on
+        stage_callbacks = [*_stage_callbacks(model, state, index, stage, s), user.stage(offset)]
+        _run_stage(model, stage, train, validation, s, steps, stage_callbacks, cache)
         if state.best_weights is not None:
             model.set_weights(state.best_weights)
         state.completed = index + 1
         state.save()
-    if not model.compiled:  # only the cached head model was fitted
+    user.end()
+    if not model.compiled:  # a finished run, resumed: no stage ran
         stage_loss, metrics = objective(model, train, loss=s.loss)
         model.compile(
-            optimizer=_optimizer(s.optimizer, s.learning_rate, s.weight_decay),
+            optimizer=_optimizer(s.optimizer, plan[0].learning_rate, s.weight_decay),
             loss=stage_loss,
             metrics=metrics,
         )
-    return _result(
-        model, state, records, s.monitor, head_stage=bool(s.head_epochs), verbose=s.verbose
+    return _result(model, state, records, s, finder)
+
+
+def _cache(model, train, validation, settings, state):
+    """The `FeatureCache` for a cached stage still to run or an automatic rate, else `None`."""
+    remaining = settings.stages[state.completed :]
+    needed = any(stage.cached for stage in remaining) or (
+        state.plan is None
+        and is_auto(settings.learning_rate)
+        and any(is_auto(stage.learning_rate) for stage in settings.stages)
     )
+    if not needed or not settings.cache_features or cut_layer(model, frozen=True) is None:
+        return None
+    freezing.freeze(model)
+    return FeatureCache(model, train, validation, views=settings.augmented_views)
 
 
-def _stage_callbacks(model, state, index, n_epochs, mode, settings):
+def _choose_rates(model, train, settings, state, cache):
+    """The plan with every `"auto"` rate chosen, and the range test that chose them (or None).
+
+    A resumed run keeps the rates it chose when it started (saved in its state).
+
+    The head's rate is a head stage's own, else `learning_rate`, else (`"auto"`) the range test's
+    suggestion on the cached features; the fine-tuning rate is `tltk.stages.FINE_TUNE_FACTOR`
+    times it (see the measurements there).
+    """
+    if state.plan is not None:
+        return [Stage(**{**d, "unfrozen": tuple(d["unfrozen"])}) for d in state.plan], None
+    head_rate = next(
+        (s.learning_rate for s in settings.stages if not (s.unfrozen or is_auto(s.learning_rate))),
+        settings.learning_rate,
+    )  # a head stage's own rate, else `learning_rate`
+    finder = None
+    if is_auto(head_rate) and any(is_auto(stage.learning_rate) for stage in settings.stages):
+        loss = objective(model, train, loss=settings.loss)[0]
+        if cache is not None:
+            features = tf.data.Dataset.from_tensor_slices(cache.train[0]).batch(cache.batch_size)
+            finder = find_lr(
+                cache.head, features, optimizer=settings.optimizer, loss=loss, **LR_RANGE
+            )
+        else:
+            freezing.freeze(model)
+            finder = find_lr(model, train, optimizer=settings.optimizer, loss=loss, **LR_RANGE)
+        head_rate = finder.suggestion
+    plan = resolve_rates(settings.stages, head_rate)
+    if finder is not None and settings.verbose:
+        tuned = next((f", fine-tuning {s.learning_rate:.2g}" for s in plan if s.unfrozen), "")
+        print(f"Learning rates from the range test: head {head_rate:.2g}{tuned}")
+    state.plan = [stage.as_dict() for stage in plan]
+    return plan, finder
+
+
+def _prepare(model, stage, settings):
+    """Freezes the model as `stage` trains it; returns the stage's record with its group rates."""
+    freezing.freeze(model)
+    if stage.unfrozen:
+        freezing.unfreeze(model, list(stage.unfrozen), train_bn=settings.train_bn)
+    multipliers = decayed_multipliers(model, settings.lr_decay)
+    return {
+        **stage.as_dict(),
+        "learning_rates": {g: stage.learning_rate * m for g, m in multipliers.items()},
+    }
+
+
+def _run_stage(model, stage, train, validation, settings, steps, callbacks, cache):
+    """Trains one stage of a prepared model (see `_prepare`): the one stage runner."""
+    s = settings
+    rate = (
+        stage.learning_rate
+        if stage.converge
+        else warmup_cosine(stage.learning_rate, steps * stage.epochs, warmup=s.warmup)
+    )
+    optimizer = _optimizer(s.optimizer, rate, s.weight_decay)
+    if stage.unfrozen:
+        multipliers = decayed_multipliers(model, s.lr_decay)
+        optimizer = discriminative_optimizer(
+            optimizer, {g: m for g, m in multipliers.items() if m != 1}, model=model
+        )
+    stage_loss, metrics = objective(model, train, loss=s.loss)
+    # The full model is compiled with the optimizer that trains the head in a cached stage too:
+    # callbacks see the full model, and read its optimizer (TensorBoard logs its rate).
+    model.compile(optimizer=optimizer, loss=stage_loss, metrics=metrics)
+    if stage.cached:
+        cache.fit(
+            stage.epochs,
+            optimizer=optimizer,
+            loss=stage_loss,
+            metrics=objective(model, train, loss=s.loss)[1],  # not shared: each model its own
+            callbacks=callbacks,
+            class_weight=s.class_weight,
+            verbose=s.verbose,
+        )
+        return
+    try:
+        model.fit(
+            train,
+            validation_data=validation,
+            epochs=stage.epochs,
+            class_weight=s.class_weight,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=s.verbose,
+        )
+    except tf.errors.InvalidArgumentError as error:
+        clear = label_range_error(error, model)
+        if clear is None:
+            raise
+        raise clear from error
+
+
+def _stage_callbacks(model, state, index, stage, settings):
     callbacks = [BestTracker(model, state, index, settings.monitor)]
     if settings.checkpoint_dir is not None:
         folder = f"{settings.checkpoint_dir}/stage_{index + 1}"
         callbacks.insert(0, keras.callbacks.BackupAndRestore(folder))
-    if settings.patience:
+    if stage.patience and stage.converge:
+        callbacks.append(
+            keras.callbacks.EarlyStopping("val_loss", patience=stage.patience, mode="min")
+        )
+    elif stage.patience:
         # Not before mid-stage: the rate is still high then; gains come in the cosine tail.
-        start = n_epochs // 2
+        mode = "min" if settings.monitor.endswith("loss") else "max"
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                settings.monitor, patience=settings.patience, mode=mode, start_from_epoch=start
+                settings.monitor,
+                patience=stage.patience,
+                mode=mode,
+                start_from_epoch=stage.epochs // 2,
             )
         )
     return callbacks
 
 
-def _result(model, state, records, monitor, *, head_stage, verbose):
+def _result(model, state, records, settings, finder):
+    monitor, verbose = settings.monitor, settings.verbose
+    head_stage = not records[0]["unfrozen"]
     if state.best_value is None:
         why = (
             f"the training diverged (stage {state.diverged[0][0] + 1}, epoch "
@@ -310,52 +417,10 @@ def _result(model, state, records, monitor, *, head_stage, verbose):
         stage1,
         restored,
         [(stage + 1, epoch) for stage, epoch in state.diverged],
+        records[0]["learning_rate"] if head_stage else None,
+        next((r["learning_rate"] for r in records if r["unfrozen"]), None),
+        finder,
     )
-
-
-def _plan(model, unfreeze, epochs):
-    """The backbone groups unfrozen by each stage after the head stage."""
-    names = [g.name for g in freezing.layer_groups(model)][:-1]
-    if not epochs:
-        return []
-    if unfreeze == "gradual":
-        count = min(len(names), epochs)
-        return [
-            names[len(names) - math.ceil(i * len(names) / count) :] for i in range(1, count + 1)
-        ]
-    if unfreeze == "all":
-        return [names]
-    if not isinstance(unfreeze, (list, tuple)) or not unfreeze:
-        raise ValueError(
-            "`unfreeze` must be 'gradual', 'all' or a non-empty list of stages. "
-            f"Received: unfreeze={unfreeze!r}"
-        )
-    if len(unfreeze) > epochs:
-        raise ValueError(
-            f"{len(unfreeze)} stages need at least as many `epochs`. Received: epochs={epochs}"
-        )
-    stages = []
-    for stage in unfreeze:
-        if stage == "all":
-            stages.append(names)
-        elif is_integer(stage) and 1 <= stage <= len(names):
-            stages.append(names[len(names) - stage :])
-        elif isinstance(stage, (list, tuple)) and stage and all(s in names for s in stage):
-            stages.append([n for n in names if n in stage])
-        else:
-            raise ValueError(
-                f"Each stage of `unfreeze` must be 1..{len(names)}, 'all' or a list of the group "
-                f"names {names}. Received: {stage!r}"
-            )
-    return stages
-
-
-def _split(epochs, count, *, gradual):
-    """Epochs per stage: even, or for "gradual" half of them for the last stage (all unfrozen)."""
-    if gradual and count > 1:
-        each = max(1, epochs // (2 * (count - 1)))
-        return [each] * (count - 1) + [epochs - each * (count - 1)]
-    return [epochs // count + (i >= count - epochs % count) for i in range(count)] if count else []
 
 
 def _steps_per_epoch(train):

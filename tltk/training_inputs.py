@@ -16,30 +16,32 @@ import tensorflow as tf
 
 from tltk.argcheck import integer, real
 from tltk.objectives import check_class_weight, check_labels, output_layer
+from tltk.stages import check_stages, plan_stages
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-RATE = "(0, inf)"
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """`fine_tune`'s arguments after `check_settings`: checked, with their defaults resolved.
 
-    `fine_tune_lr` is set, `class_weight` covers every class, `patience` is the early-stopping
-    patience (`0`: off) and `callbacks` a list; the other fields are `fine_tune`'s arguments.
+    `stages` is the plan that runs (`fine_tune`'s `stages`, or the one `tltk.plan_stages` makes
+    from its arguments; rates may still be `"auto"`), `class_weight` covers every class and
+    `callbacks` is a list; the other fields are `fine_tune`'s arguments.
     """
 
-    head_epochs: int
+    stages: list
+    head_epochs: int | str
     epochs: int
     unfreeze: object
-    learning_rate: float
-    fine_tune_lr: float
+    learning_rate: float | str
+    fine_tune_lr: float | None
     lr_decay: float
     warmup: float
     weight_decay: float
     optimizer: object
     class_weight: dict | None
-    patience: int
+    early_stopping: bool | int
     callbacks: list
     checkpoint_dir: object
     cache_features: bool
@@ -56,6 +58,7 @@ class Settings:
             for field in dataclasses.fields(self)
             if field.name not in ("callbacks", "checkpoint_dir", "verbose")
         }
+        values["stages"] = [stage.as_dict() for stage in self.stages]
         values["optimizer"] = _describe(self.optimizer)
         values["loss"] = _describe(self.loss)
         return values
@@ -82,6 +85,7 @@ def check_settings(
     train_bn,
     loss,
     monitor,
+    stages,
     verbose,
     **_,
 ):
@@ -89,41 +93,39 @@ def check_settings(
 
     Raises a `ValueError` naming the first bad argument and what was received.
     """
-    head_epochs = integer("head_epochs", head_epochs)
-    epochs = integer("epochs", epochs)
-    if not head_epochs and not epochs:
-        raise ValueError(
-            "`head_epochs` and `epochs` are both 0: nothing to train. "
-            "Received: head_epochs=0, epochs=0"
-        )
-    learning_rate = real("learning_rate", learning_rate, RATE)
-    fine_tune_lr = learning_rate / 2 if fine_tune_lr is None else fine_tune_lr
+    plan = plan_stages(
+        model,
+        head_epochs=head_epochs,
+        epochs=epochs,
+        unfreeze=unfreeze,
+        learning_rate=learning_rate,
+        fine_tune_lr=fine_tune_lr,
+        early_stopping=early_stopping,
+        cache_features=cache_features,
+    )  # checks these arguments
     if not isinstance(optimizer, keras.optimizers.Optimizer) and optimizer not in OPTIMIZERS:
         raise ValueError(
             f"`optimizer` must be one of {OPTIMIZERS} or a Keras optimizer. "
             f"Received: optimizer={optimizer!r}"
         )
-    if isinstance(early_stopping, bool):
-        patience = 5 if early_stopping else 0
-    else:
-        patience = integer("early_stopping", early_stopping, minimum=1)
     if not isinstance(monitor, str) or not monitor.startswith("val_"):
         raise ValueError(
             "`monitor` must name a validation metric such as 'val_accuracy'. "
             f"Received: monitor={monitor!r}"
         )
     return Settings(
-        head_epochs=head_epochs,
-        epochs=epochs,
+        stages=plan if stages is None else check_stages(model, stages),
+        head_epochs=head_epochs if isinstance(head_epochs, str) else int(head_epochs),
+        epochs=int(epochs),
         unfreeze=unfreeze,
         learning_rate=learning_rate,
-        fine_tune_lr=real("fine_tune_lr", fine_tune_lr, RATE),
+        fine_tune_lr=fine_tune_lr,
         lr_decay=real("lr_decay", lr_decay, "(0, 1]"),
         warmup=real("warmup", warmup, "[0, 1)"),
         weight_decay=real("weight_decay", weight_decay, "[0, inf)"),
         optimizer=optimizer,
         class_weight=check_class_weight(class_weight, model),
-        patience=patience,
+        early_stopping=early_stopping if isinstance(early_stopping, bool) else int(early_stopping),
         callbacks=_callbacks(callbacks),
         checkpoint_dir=checkpoint_dir,
         cache_features=bool(cache_features),
@@ -173,12 +175,10 @@ def first_batch(dataset, name):
     )
 
 
-def fingerprint(settings, stages, stage_epochs, model, train, validation):
+def fingerprint(settings, model, train, validation):
     """What a checkpointed run must match to resume: settings, stage plan, model and data."""
     return {
         **settings.fingerprint(),
-        "stages": stages,
-        "stage_epochs": stage_epochs,
         "model": {
             "outputs": int(output_layer(model).units),
             "class_names": model.class_names,
