@@ -241,14 +241,16 @@ def test_help_and_version_without_tensorflow(tmp_path, args, says):
     assert says in result.stdout and result.stderr == ""
 
 
-def test_no_tensorflow_log_lines_unless_verbose():
+def test_no_tensorflow_log_lines_unless_verbose(run, folders):
+    """Predicting with a TFLite file (TensorFlow's start-up lines, LiteRT's delegate line) prints
+    nothing on stderr; with --verbose those lines are there."""
+    tflite, image = run[0] / "export" / "model_float32.tflite", folders[1] / "7" / "broken.png"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run(
-        [sys.executable, "-m", "tltk", "backbones", "--source", "tltk"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0 and result.stdout.startswith("tltk_glyphnet")
-    assert result.stderr == ""
+    args = [sys.executable, "-m", "tltk", "predict", str(tflite), str(image.parent)]
+    quiet = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.count(": 7 ") >= 30 and f"  {image}: " in quiet.stdout
+    assert quiet.stderr == ""
+    loud = subprocess.run(args[:3] + ["--verbose"] + args[3:], env=env, capture_output=True)
+    assert loud.returncode == 0 and loud.stderr.strip()

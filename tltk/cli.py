@@ -51,38 +51,45 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 @contextlib.contextmanager
-def _stderr_hidden():
-    """Sends file descriptor 2 to the null device: TensorFlow's C++ logs before absl starts."""
+def _native_stderr_hidden():
+    """Sends file descriptor 2 to the null device, where TensorFlow and LiteRT write their C++
+    log lines; Python's `sys.stderr` (warnings, errors) keeps writing to the real one."""
     sys.stderr.flush()
     saved = os.dup(2)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
     os.close(null)
+    original = sys.stderr
+    try:
+        python_on_fd2 = original.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a test runner's captured stream
+        python_on_fd2 = False
+    if python_on_fd2:
+        sys.stderr = open(saved, "w", buffering=1, closefd=False, errors="backslashreplace")
     try:
         yield
     finally:
+        if python_on_fd2:
+            sys.stderr.flush()
+            sys.stderr = original
         os.dup2(saved, 2)
         os.close(saved)
 
 
-def _load_library():
-    """Imports tltk's API (TensorFlow with it), quietly unless `--verbose`."""
-    import tltk
-
-    with contextlib.nullcontext() if _VERBOSE else _stderr_hidden():
-        tltk._load()
-
-
 def _runs_library(command):
-    """Loads the library, then runs `command` with one-line warnings and errors.
+    """Runs `command` with tltk's API loaded (TensorFlow with it), one-line warnings and errors.
 
-    Expected errors become one line on stderr naming the flags, and exit status 1, not a traceback.
+    TensorFlow's and LiteRT's C++ log lines are hidden unless `--verbose`. Expected errors become
+    one line on stderr naming the flags, and exit status 1, not a traceback.
     """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        _load_library()
-        with warnings.catch_warnings():
+        import tltk
+
+        hidden = contextlib.nullcontext() if _VERBOSE else _native_stderr_hidden()
+        with hidden, warnings.catch_warnings():
+            tltk._load()
             warnings.showwarning = _show_warning
             warnings.filterwarnings("default", category=UserWarning)
             # `tltk train` and `tltk predict` list every skipped file themselves.
@@ -397,8 +404,8 @@ _SPLIT = click.FloatRange(0.0, 1.0, max_open=True)
     help="TFLite quantization; repeat for several (default float32).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_trusting_hub_handles
 @_runs_library
+@_trusting_hub_handles
 def train(data_dir, out_dir, weights, augment, quantize, quiet, **options):
     """Train on a folder of class folders, evaluate on held-out images, and export.
 
@@ -461,8 +468,8 @@ def _predictor(model_path, class_names):
 @click.option("--out", "out_dir", default=None, help="Folder for report.json and plots.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @_CLASS_NAMES_OPTION
-@_trusting_hub_handles
 @_runs_library
+@_trusting_hub_handles
 def evaluate_command(model_path, data_dir, out_dir, batch_size, class_names):
     """Evaluate a run folder on its held-out split, or a .keras, SavedModel or .tflite model on
     a folder (its test/ split if it has one). A folder the model trained on is named in a warning.
@@ -566,8 +573,8 @@ def _warn_trained_on(record, run_dir, sources, data_dir):
     help="Also write every prediction (and every skipped file) to a .csv or .json file.",
 )
 @_CLASS_NAMES_OPTION
-@_trusting_hub_handles
 @_runs_library
+@_trusting_hub_handles
 def predict(model_path, inputs, top, output, class_names):
     """Predict classes of images (files or folders) with a run folder, .keras, SavedModel or
     .tflite model; of sentences with a text classifier's .keras file or SavedModel. Unreadable
@@ -675,8 +682,8 @@ def _image_files(items):
     help="Image folder for int8 calibration and the parity gate.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
-@_trusting_hub_handles
 @_runs_library
+@_trusting_hub_handles
 def export_command(model_path, out_dir, quantize, data_dir, overwrite):
     """Export a .keras model (or a run folder's) as a SavedModel and TFLite files, checked
     against Keras.

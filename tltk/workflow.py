@@ -322,7 +322,8 @@ def _publish(stage, out_dir, *, overwrite):
 
 def _moved(path, old, new):
     """`path` inside the folder `old`, as the same path inside `new`."""
-    return type(path)(new / pathlib.Path(path).relative_to(old))
+    inside = pathlib.Path(os.path.abspath(path)).relative_to(os.path.abspath(old))
+    return type(path)(new / inside)
 
 
 def _warn_small_held_out(data):
