@@ -127,8 +127,13 @@ def plan_stages(
     return stages
 
 
-# The fine-tuning rate `learning_rate="auto"` derives from the head's rate: FINE_TUNE_FACTOR times
-# it (see `resolve_rates`; measured in the comment there).
+# The fine-tuning rate derives from the head's rate: FINE_TUNE_FACTOR times it (fastai's
+# `fine_tune` halves its rate too). Measured on the few-shot digits (demo backbone, 20 training and
+# 20 validation images per class, batches of 32, development seeds 3-5; accuracy on validation /
+# on the rest of the pool, never the test split): the converged head at the range test's rate
+# (0.015-0.021) reaches 95.0 / 96.3% (plain Keras `Adam(1e-3)` for 5 epochs: 67.5 / 69.6%; the
+# former 5-epoch head stage: 40.5 / 43.2%); the default run (10 epochs unfrozen) at half that rate
+# 96.3 / 96.7%, at a fixed fine-tuning rate of 1e-3 (about 0.06 x) 95.5 / 96.3%.
 FINE_TUNE_FACTOR = 0.5
 
 
