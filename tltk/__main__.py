@@ -2,4 +2,5 @@
 
 from tltk.cli import main
 
-main(prog_name="tltk")
+if __name__ == "__main__":
+    main(prog_name="tltk")
