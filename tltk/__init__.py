@@ -103,7 +103,16 @@ __all__ = [
 ]
 
 
+def _started_as_command():
+    """Whether this process is the `tltk` command (`tltk ...` or `python -m tltk ...`)."""
+    script = _os.path.splitext(_os.path.basename(_sys.argv[0] if _sys.argv else ""))[0]
+    flags = getattr(_sys, "orig_argv", [])
+    return script in ("tltk", "tltk-script") or any(
+        flag == "-m" and module == "tltk" for flag, module in zip(flags, flags[1:])
+    )
+
+
 # `import tltk` loads everything at once (its Keras classes register for `keras.models.load_model`);
-# the `tltk` command (`tltk ...`, `python -m tltk ...`) loads only what a command uses.
-if _os.path.basename(_sys.argv[0] if _sys.argv else "") not in ("tltk", "-m"):
+# the `tltk` command loads only what a command uses.
+if not _started_as_command():
     _load()
