@@ -114,6 +114,7 @@ def test_predict_evaluate_export_a_run_by_name(run, folders, tmp_path):
 
     exported = runner.invoke(main, ["export", str(out), str(tmp_path / "exp")])
     assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "exp" / "labels.txt").read_text().split() == list(CLASSES)  # the model's
     again = runner.invoke(main, ["export", str(out), str(tmp_path / "exp")])
     assert again.exit_code == 1 and "--overwrite" in again.output
     assert "overwrite=True" not in again.output

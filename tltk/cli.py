@@ -694,12 +694,19 @@ def export_command(model_path, out_dir, quantize, data_dir, overwrite):
     from tltk.export import export
     from tltk.model_file import load_model
 
+    from tltk.transfer_model import class_names_of
+
     model = load_model(_model_file(model_path))
-    samples = class_names = None
+    samples, class_names = None, class_names_of(model)
     if data_dir:
         data = tltk_data.from_directory(
             data_dir, image_size=tuple(model.input_shape[1:3]), validation_split=0.0
         )
+        if class_names is not None and class_names != data.class_names:
+            raise ValueError(
+                f"{data_dir} has classes {data.class_names}, but {model_path} predicts "
+                f"{class_names}: pass --data a folder with the model's classes."
+            )
         samples, class_names = data.train, data.class_names
     report = export(
         model,
