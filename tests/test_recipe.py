@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import tltk
 from tltk.stages import HEAD_PATIENCE, Stage, plan_stages
-from tltk.training import fine_tune
+from tltk.training import MIN_AUTO_RATE, fine_tune
 
 from tests.test_training import FAST, build, datasets
 
@@ -51,7 +51,7 @@ def test_the_automatic_rate_is_deterministic_and_inside_the_scanned_range(conver
     keras.utils.set_random_seed(7)
     again = fine_tune(build(), *datasets(), head_epochs=1, epochs=1, verbose=1)
     finder = again.lr_finder
-    assert again.learning_rate == first.learning_rate == finder.suggestion
+    assert again.learning_rate == first.learning_rate == max(finder.suggestion, MIN_AUTO_RATE)
     assert finder.learning_rates[0] <= again.learning_rate <= finder.learning_rates[-1]
     assert again.fine_tune_lr == pytest.approx(again.learning_rate / 2)
     assert again.stages[1]["learning_rates"]["head"] == pytest.approx(again.fine_tune_lr)

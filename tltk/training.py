@@ -38,6 +38,11 @@ UNFREEZE = "all"
 LR_DECAY = 0.7
 # The range test of `learning_rate="auto"`: rates scanned, steps (one batch each).
 LR_RANGE = dict(min_lr=1e-6, max_lr=10.0, steps=100)
+# Its suggestion is used no lower than this: when the smoothed loss is lowest in the test's first,
+# noisy steps, the suggestion is a tenth of a tiny rate, at which a head barely trains; at 1e-3 the
+# converged head on the few-shot digits was as good as at the suggestion (95.2% against 95.0%
+# validation accuracy, see `tltk.stages.FINE_TUNE_FACTOR`).
+MIN_AUTO_RATE = 1e-3
 
 
 @dataclasses.dataclass
@@ -119,8 +124,8 @@ def fine_tune(
     `stages=` runs another plan.
 
     With `learning_rate="auto"`, the head's rate is the suggestion of the learning-rate range
-    test (`tltk.find_lr`, on the cached features: a fraction of a second) and the fine-tuning
-    rate half of it; both are printed and returned.
+    test (`tltk.find_lr`, on the cached features: a fraction of a second), at least 1e-3, and
+    the fine-tuning rate half of it; both are printed and returned.
 
     A stage whose training loss becomes NaN or infinite (it diverged) stops there with a warning,
     and the next stage starts from the best weights so far; `FineTuneResult.diverged` lists it.
@@ -146,7 +151,8 @@ def fine_tune(
             `"all"`, sharing `epochs` evenly (any remainder to the last). Defaults to `"all"`
             (fastai's `fine_tune`).
         learning_rate: float or str. Rate of stage 1 (its peak, without the cache). `"auto"`:
-            the range test's suggestion (`FineTuneResult.lr_finder` holds the test).
+            the range test's suggestion, at least 1e-3 (`FineTuneResult.lr_finder` holds the
+            test).
             Defaults to `"auto"`.
         fine_tune_lr: float. Peak rate of the head in later stages. Defaults to half the head's
             rate (as fastai's `fine_tune`).
@@ -272,8 +278,8 @@ def _choose_rates(model, train, settings, state, cache):
     A resumed run keeps the rates it chose when it started (saved in its state).
 
     The head's rate is a head stage's own, else `learning_rate`, else (`"auto"`) the range test's
-    suggestion on the cached features; the fine-tuning rate is `tltk.stages.FINE_TUNE_FACTOR`
-    times it (see the measurements there).
+    suggestion on the cached features (at least `MIN_AUTO_RATE`); the fine-tuning rate is
+    `tltk.stages.FINE_TUNE_FACTOR` times it (see the measurements there).
     """
     if state.plan is not None:
         return [Stage(**{**d, "unfrozen": tuple(d["unfrozen"])}) for d in state.plan], None
@@ -292,7 +298,7 @@ def _choose_rates(model, train, settings, state, cache):
         else:
             freezing.freeze(model)
             finder = find_lr(model, train, optimizer=settings.optimizer, loss=loss, **LR_RANGE)
-        head_rate = finder.suggestion
+        head_rate = max(finder.suggestion, MIN_AUTO_RATE)
     plan = resolve_rates(settings.stages, head_rate)
     if finder is not None and settings.verbose:
         tuned = next((f", fine-tuning {s.learning_rate:.2g}" for s in plan if s.unfrozen), "")
