@@ -13,10 +13,11 @@ Usage:
     python bench/bench_streaming.py [--files 100000] [--image-size 224]
 
 Prints a table and writes bench/results/streaming.json. The 100,000 decoded images take 14 GiB
-at 224x224 (`cache="memory"` could not hold them on a 16 GiB machine) and the disk cache as much
-disk space. On this 2-core machine a run with `--files 20000` took 11 minutes (2 minutes of it
-writing the JPEGs); every step scales with the file count, so the full 100,000 run takes about
-55 minutes (extrapolated, not measured).
+at 224x224 (more than `cache="memory"` can hold on many machines) and the disk cache as much disk
+space (removed at the end). Measured here (2 cores, 100,000 files of 160x120): the whole run took
+8 minutes (97 s writing the JPEGs); one epoch: Keras 1,627 images/s, `cache=None` 2,244 (after a
+76 s check), the disk cache 7,363 when new (built in 139 s) and 9,532 reused (0.8 s set-up); peak
+RSS 933 MiB (Keras) to 1,060 MiB (tltk). With `--files 20000` it takes 2.5 minutes.
 """
 
 from __future__ import annotations

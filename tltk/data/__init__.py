@@ -2,6 +2,8 @@
 
 Every source returns a `tltk.data.ImageData` holding batched train / validation / test datasets of
 raw float32 pixels (0..255) and labels, the class names and counts, and the files it skipped.
+Their `cache=` argument holds the decoded pixels in memory, in a disk cache, or nowhere (decoded
+every epoch), for data of any size: see `tltk.data.cache`.
 """
 
 from tltk.data.arrays import from_arrays
