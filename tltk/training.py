@@ -340,7 +340,7 @@ def _run_stage(model, stage, train, validation, settings, steps, callbacks, cach
     if stage.cached:
         cache.fit(
             stage.epochs,
-            optimizer=optimizer,
+            optimizer=model.optimizer,  # as compile wrapped it: loss scaling for mixed_float16
             loss=stage_loss,
             metrics=objective(model, train, loss=s.loss)[1],  # not shared: each model its own
             callbacks=callbacks,
