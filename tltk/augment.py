@@ -42,6 +42,9 @@ _PRESET_LAYERS = {
 class Augmentation(keras.layers.Layer):
     """Applies a list of Keras random layers in training, and passes images through otherwise.
 
+    It and its transforms compute in float32 under any dtype policy: they work on raw pixels,
+    which float16 or bfloat16 would round (bfloat16 keeps 8 significant bits).
+
     Args:
         transforms: list of keras layers. Applied in order with `training=True` when the layer is
             called with `training=True` (as `fit` does); skipped otherwise.
@@ -57,7 +60,7 @@ class Augmentation(keras.layers.Layer):
     """
 
     def __init__(self, transforms, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{**kwargs, "dtype": "float32"})
         if not isinstance(transforms, (list, tuple)) or not all(
             isinstance(t, keras.layers.Layer) for t in transforms
         ):
@@ -65,6 +68,9 @@ class Augmentation(keras.layers.Layer):
                 f"`transforms` must be a list of Keras layers. Received: transforms={transforms!r}"
             )
         self.transforms = list(transforms)
+        for transform in self.transforms:  # RandAugment makes its own layers: set them too
+            for layer in transform._flatten_layers():
+                layer.dtype_policy = "float32"
 
     def build(self, input_shape):
         for transform in self.transforms:

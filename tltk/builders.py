@@ -10,6 +10,7 @@ from tltk.backbones.registry import BackboneSpec, get_backbone, is_registered
 from tltk.backbones.weights import construct_with_weights, load_weights_file
 from tltk.heads import OUTPUT_NAME, check_head_args, classification_head
 from tltk.layers import ImagePreprocessing
+from tltk.precision import policy_scope
 from tltk.transfer_model import TransferModel
 
 DEFAULT_WEIGHTS = "default"  # the spec's first named weights, or None where it has none
@@ -32,6 +33,7 @@ def build_classifier(
     train_bn=False,
     augmentation=None,
     class_names=None,
+    dtype_policy=None,
     name=None,
 ):
     """Builds an image classifier on a pretrained backbone, with the backbone frozen.
@@ -69,6 +71,12 @@ def build_classifier(
             after the input; active only in training. Defaults to `None`.
         class_names: list of str or None. One name per class, kept in the model
             (`model.class_names`) for predictions, evaluation and exports. Defaults to `None`.
+        dtype_policy: str or None. `"mixed_float16"` (GPUs), `"mixed_bfloat16"` (TPUs, recent
+            GPUs and CPUs) or `"float32"`: the model computes in that precision, with float32
+            weights, in-graph preprocessing and output layer; `compile` (and so `tltk.fine_tune`)
+            adds loss scaling for `"mixed_float16"`. Kept in the model: a reloaded model keeps
+            it, whatever the global policy then. `tltk.export` writes float32 files of it.
+            Defaults to `None`: Keras' global policy (`keras.mixed_precision.set_global_policy`).
         name: str. Model name. Defaults to `"<backbone>_classifier"`.
 
     Returns:
@@ -99,50 +107,51 @@ def build_classifier(
         classifier_activation=classifier_activation,
     )
     weights_path = _check_weights(spec, custom, weights)
-
-    if custom is not None:
-        features_model = custom
-    else:
-        if weights == DEFAULT_WEIGHTS:
-            weights = spec.weights[0] if spec.weights else None
-        named = weights if weights in spec.weights else None
-        features_model = construct_with_weights(spec, input_shape, named)
-        features_model.name = spec.name
-    if weights_path:
-        load_weights_file(features_model, weights_path)
-
     if not isinstance(train_bn, bool):
         raise ValueError(f"`train_bn` must be True or False. Received: train_bn={train_bn!r}")
 
-    inputs = keras.Input(input_shape, name=INPUT_NAME)
-    x = inputs
-    if augmentation is not None:
-        x = _augmentation_layer(augmentation)(x)
-    if spec is not None:
-        x = ImagePreprocessing(spec.preprocessing, name=PREPROCESSING_NAME)(x)
-    head = classification_head(
-        features_model(x),
-        num_classes,
-        pooling=pooling,
-        dropout=dropout,
-        hidden_units=units,
-        activation=activation,
-    )
-    model_name = name or f"{features_model.name}_classifier".replace(":", "_").replace("/", "_")
-    model = TransferModel(
-        inputs,
-        head.output,
-        name=model_name,
-        backbone=features_model.name,
-        heads={OUTPUT_NAME: head.layers},
-        groups=spec.groups if spec is not None else (("backbone", ".*"),),
-        features=head.features,
-        preprocessing=PREPROCESSING_NAME if spec is not None else None,
-        augmentation=AUGMENTATION_NAME if augmentation is not None else None,
-        train_bn=train_bn,
-        backbone_name=spec.name if spec is not None else None,
-        class_names=class_names,
-    )
+    with policy_scope(dtype_policy):  # Keras' layers take the global policy when made
+        if custom is not None:
+            features_model = custom
+        else:
+            if weights == DEFAULT_WEIGHTS:
+                weights = spec.weights[0] if spec.weights else None
+            named = weights if weights in spec.weights else None
+            features_model = construct_with_weights(spec, input_shape, named)
+            features_model.name = spec.name
+        if weights_path:
+            load_weights_file(features_model, weights_path)
+
+        inputs = keras.Input(input_shape, name=INPUT_NAME)
+        x = inputs
+        if augmentation is not None:
+            x = _augmentation_layer(augmentation)(x)
+        if spec is not None:
+            x = ImagePreprocessing(spec.preprocessing, name=PREPROCESSING_NAME)(x)
+        head = classification_head(
+            features_model(x),
+            num_classes,
+            pooling=pooling,
+            dropout=dropout,
+            hidden_units=units,
+            activation=activation,
+        )
+        model_name = name or f"{features_model.name}_classifier".replace(":", "_").replace("/", "_")
+        model = TransferModel(
+            inputs,
+            head.output,
+            name=model_name,
+            backbone=features_model.name,
+            heads={OUTPUT_NAME: head.layers},
+            groups=spec.groups if spec is not None else (("backbone", ".*"),),
+            features=head.features,
+            preprocessing=PREPROCESSING_NAME if spec is not None else None,
+            augmentation=AUGMENTATION_NAME if augmentation is not None else None,
+            train_bn=train_bn,
+            backbone_name=spec.name if spec is not None else None,
+            class_names=class_names,
+            dtype_policy=keras.mixed_precision.global_policy().name,
+        )
     return freezing.freeze(model)
 
 

@@ -18,7 +18,9 @@ class ImagePreprocessing(keras.layers.Layer):
 
     The modes are those of `keras.applications.imagenet_utils.preprocess_input`, so the result
     equals `keras.applications.<family>.preprocess_input` on the same pixels; exported models
-    therefore take raw pixels and need no outside preprocessing.
+    therefore take raw pixels and need no outside preprocessing. The layer computes in float32
+    under any dtype policy: cast to float16 or bfloat16 first, raw pixels would lose bits (bfloat16
+    rounds 200.3 to 200); the backbone's first layer casts the result to its own precision.
 
     Args:
         mode: str. `"caffe"` (RGB->BGR, minus the ImageNet BGR mean), `"tf"` (to [-1, 1]), `"torch"`
@@ -35,7 +37,7 @@ class ImagePreprocessing(keras.layers.Layer):
     """
 
     def __init__(self, mode="tf", **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{**kwargs, "dtype": "float32"})
         if mode not in PREPROCESSING_MODES:
             raise ValueError(
                 f"`mode` must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"

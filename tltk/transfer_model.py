@@ -16,6 +16,8 @@ import re
 
 import keras
 
+from tltk.precision import check_dtype_policy
+
 MODALITIES = ("image", "text")
 HEAD_GROUP = "head"
 
@@ -53,6 +55,10 @@ class TransferModel(keras.Model):
         class_names: list, dict or None. The class names of the output, one per unit: a list for
             a one-head model, or `{head_name: list}`. Prediction, evaluation and export use them.
             Defaults to `None` (set them later with `model.class_names = [...]`).
+        dtype_policy: str or None. The policy the model was built under (`"mixed_float16"`,
+            `"mixed_bfloat16"`, `"float32"`), kept in its config so that a reloaded model trains
+            as it was built (`compile` adds loss scaling for `"mixed_float16"`) whatever the
+            global policy. Defaults to `None`: the global policy at construction.
         **kwargs: Other `keras.Model` arguments (`trainable`).
 
     Example:
@@ -67,6 +73,20 @@ class TransferModel(keras.Model):
     >>> model.class_names
     ['cat', 'dog', 'fox']
     """
+
+    # The config entries that describe the structure (what a copy of the graph keeps).
+    STRUCTURE = (
+        "backbone",
+        "heads",
+        "groups",
+        "features",
+        "preprocessing",
+        "augmentation",
+        "train_bn",
+        "backbone_name",
+        "modality",
+        "class_names",
+    )
 
     def __init__(
         self,
@@ -84,9 +104,12 @@ class TransferModel(keras.Model):
         backbone_name=None,
         modality="image",
         class_names=None,
+        dtype_policy=None,
         **kwargs,
     ):
         super().__init__(inputs, outputs, name=name, **kwargs)
+        if dtype_policy is not None:  # a functional model ignores `dtype=`
+            self.dtype_policy = check_dtype_policy(dtype_policy)
         names = {layer.name for layer in self.layers}
         for argument, value in (
             ("backbone", backbone),
@@ -209,6 +232,7 @@ class TransferModel(keras.Model):
             "backbone_name": self._backbone_name,
             "modality": self._modality,
             "class_names": {head: list(names) for head, names in self._class_names.items()} or None,
+            "dtype_policy": self.dtype_policy.name,
         }
 
     def _layer(self, name):

@@ -67,10 +67,13 @@ def export(
     the measurements behind each bound). Float32 files (and the SavedModel) must match the
     probabilities within 2e-4 and agree on the top class for at least 99.5% of inputs; float16
     files within 2e-2 and 99.5%; dynamic and int8 files must agree on the top class for at least
-    98%. The inputs are `parity_data` (held out, preferably), else `representative_data`; with
-    neither, image files are checked on 32 random-pixel images on the bound alone (top classes of
-    noise mean nothing), and a dynamic file cannot be judged: `parity="raise"` refuses up front,
-    `"warn"` warns and leaves it unchecked.
+    98%. A mixed-precision model (`mixed_float16`, `mixed_bfloat16`) is written from its float32
+    copy (`tltk.precision.float32_copy`: TFLite has no bfloat16 kernels), and its files are
+    compared with the mixed model itself within at least 5e-3 (float16) or 3e-2 (bfloat16),
+    top-1 agreement as above. The inputs are `parity_data` (held out, preferably), else
+    `representative_data`; with neither, image files are checked on 32 random-pixel images on
+    the bound alone (top classes of noise mean nothing), and a dynamic file cannot be judged:
+    `parity="raise"` refuses up front, `"warn"` warns and leaves it unchecked.
 
     Everything is written to a hidden folder beside `export_dir`, flushed to disk, and renamed
     to `export_dir` in one step (`tltk.atomic.publish`; a previous export is swapped out with
@@ -146,7 +149,9 @@ def export(
     def checked(runner, path, kind, quantization):
         parity_result = None
         if gate(quantization, source) is not None:
-            parity_result = compare(reference, runner(inputs), quantization, data=source)
+            parity_result = compare(
+                reference, runner(inputs), quantization, data=source, precision=adapter.precision
+            )
         return ExportedFile(
             path=export_dir / path.name,
             format=kind,

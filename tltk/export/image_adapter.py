@@ -16,6 +16,7 @@ from tltk.export.parity import RANDOM
 from tltk.export.runtime import TFLiteRunner
 from tltk.export.saved_model import check_classifier, write_saved_model
 from tltk.export.tflite import check_quantization, convert
+from tltk.precision import float32_copy, reduced_dtype
 from tltk.transfer_model import TransferModel
 
 REPRESENTATIVE_IMAGES = 300
@@ -34,6 +35,8 @@ class ImageAdapter:
     Attributes:
         num_classes: int. The output width.
         activation: str. The last layer's activation (`"linear"`: a softmax is added).
+        precision: str or None. `"float16"` or `"bfloat16"` when the model computes in it (a
+            mixed policy): the files are written from `tltk.precision.float32_copy(model)`.
 
     Example:
 
@@ -44,8 +47,9 @@ class ImageAdapter:
     """
 
     def __init__(self, model):
-        self.model = model
         self.input_shape, self.num_classes, self.activation = check_classifier(model)
+        self.precision = reduced_dtype(model)
+        self.model = float32_copy(model)
         self.representative = None
 
     def check_quantization(self, quantization):

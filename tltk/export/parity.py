@@ -22,6 +22,16 @@ weights moved by 1%:
   or 4.2e-2 while agreeing on 99.75% or 99.5% of top classes (another model: 0.89, 10%).
 - dynamic, int8: top-1 agreement >= 98%; their probabilities move by up to 0.5 on healthy files.
 
+- A mixed-precision model (float16 or bfloat16 compute: `precision`) is exported from its float32
+  copy, so its files differ from it by its own rounding, and their max |difference| bound is at
+  least `MIXED_MAX_ABS_DIFF` for that precision (top-1 agreement is gated as above).
+  `tltk_glyphnet` fine-tuned on the digits (`bench/bench_mixed_precision.py`, 3 seeds, 540
+  held-out digits) differs from its float32 files by up to 6.4e-3 (mixed_bfloat16) and 7.2e-4
+  (mixed_float16), with 100% top-1 agreement; random pixels through the untrained demo model,
+  4.2e-3 (bfloat16). The bounds, 3e-2 and 5e-3, are about 5x and 7x the largest: room for deeper
+  models, whose rounding adds up over more layers (bfloat16 keeps 8 significant bits, float16 11:
+  a factor 8 between them).
+
 On random pixels (no real images given), top-1 agreement is not gated: noise gives near ties
 whose order means nothing. Dynamic and int8 files, judged on top-1 alone, are then not judged.
 """
@@ -50,6 +60,7 @@ GATES = {
     "dynamic": Gate(max_abs_diff=None, top1_agreement=0.98),
     "int8": Gate(max_abs_diff=None, top1_agreement=0.98),
 }
+MIXED_MAX_ABS_DIFF = {"bfloat16": 3e-2, "float16": 5e-3}
 
 
 class ParityError(ValueError):
@@ -79,6 +90,8 @@ class Parity:
         max_abs_diff_bound: float or None. The most `max_abs_diff` may be; `None`: not gated.
         top1_agreement_bound: float or None. The least `top1_agreement` may be; `None`: not gated.
         passed: bool. Whether the file meets every bound.
+        precision: str or None. `"float16"` or `"bfloat16"` when the Keras model computed in it
+            (a mixed policy; its bounds are then `MIXED_MAX_ABS_DIFF`), else `None`.
     """
 
     quantization: str
@@ -90,6 +103,7 @@ class Parity:
     max_abs_diff_bound: float | None
     top1_agreement_bound: float | None
     passed: bool
+    precision: str | None = None
 
     def describe(self):
         """One line: each figure, against its bound where it is gated."""
@@ -100,15 +114,19 @@ class Parity:
         top1 = f"top-1 agreement {self.top1_agreement:.2%}"
         if self.top1_agreement_bound is not None:
             top1 += f" (needs >= {self.top1_agreement_bound:.1%})"
-        return f"{verdict}: {diff}, {top1} on {self.num_images} {self.data} inputs"
+        versus = f" (vs the {self.precision} Keras model)" if self.precision else ""
+        return f"{verdict}: {diff}, {top1} on {self.num_images} {self.data} inputs{versus}"
 
 
-def gate(quantization, data):
+def gate(quantization, data, precision=None):
     """The `Gate` applied to a file of `quantization` checked on `data`; `None` if none applies.
 
     Args:
         quantization: str. One of `GATES`.
         data: str. Where the inputs come from; on `"random"` pixels top-1 agreement is not gated.
+        precision: str or None. `"float16"` or `"bfloat16"` for a mixed-precision Keras model:
+            the max |difference| bound is then at least `MIXED_MAX_ABS_DIFF[precision]`.
+            Defaults to `None` (float32).
 
     Returns:
         A `Gate`, or `None` when no figure can judge the file (a dynamic or int8 file on random
@@ -118,14 +136,20 @@ def gate(quantization, data):
 
     >>> gate("int8", "random") is None
     True
+    >>> gate("float32", "parity_data", precision="bfloat16")
+    Gate(max_abs_diff=0.03, top1_agreement=0.995)
     """
     bounds = GATES[quantization]
+    if precision is not None and bounds.max_abs_diff is not None:
+        bounds = bounds._replace(
+            max_abs_diff=max(bounds.max_abs_diff, MIXED_MAX_ABS_DIFF[precision])
+        )
     if data == RANDOM:
         bounds = bounds._replace(top1_agreement=None)
     return None if bounds == (None, None) else bounds
 
 
-def compare(reference, outputs, quantization, *, data):
+def compare(reference, outputs, quantization, *, data, precision=None):
     """Compares a file's probabilities with the Keras model's on the same inputs.
 
     Args:
@@ -133,6 +157,8 @@ def compare(reference, outputs, quantization, *, data):
         outputs: numpy array. The exported file's probabilities, same shape.
         quantization: str. One of `GATES`; picks the bounds.
         data: str. Where the inputs came from, recorded in the result (see `gate`).
+        precision: str or None. The Keras model's reduced compute dtype, if any (see `gate`).
+            Defaults to `None`.
 
     Returns:
         A `Parity`.
@@ -159,7 +185,7 @@ def compare(reference, outputs, quantization, *, data):
         "mean_abs_diff": float(difference.mean()),
         "top1_agreement": float(np.mean(reference.argmax(-1) == outputs.argmax(-1))),
     }
-    bounds = gate(quantization, data) or Gate(None, None)
+    bounds = gate(quantization, data, precision) or Gate(None, None)
     passed = (bounds.max_abs_diff is None or figures["max_abs_diff"] <= bounds.max_abs_diff) and (
         bounds.top1_agreement is None or figures["top1_agreement"] >= bounds.top1_agreement
     )
@@ -170,5 +196,6 @@ def compare(reference, outputs, quantization, *, data):
         max_abs_diff_bound=bounds.max_abs_diff,
         top1_agreement_bound=bounds.top1_agreement,
         passed=bool(passed),
+        precision=precision,
         **figures,
     )

@@ -24,6 +24,7 @@ from tltk.export.saved_model import (
     write_archive,
 )
 from tltk.export.tflite import check_quantization, convert
+from tltk.precision import float32_copy, reduced_dtype
 from tltk.text import INPUT_NAME, is_text_model
 from tltk.transfer_model import TransferModel, as_transfer_model
 
@@ -121,10 +122,13 @@ class TextAdapter:
     Attributes:
         num_classes: int. The output width.
         activation: str. The last layer's activation (`"linear"`: a softmax is added).
+        precision: str or None. `"float16"` or `"bfloat16"` when the model computes in it (a
+            mixed policy): the files are written from `tltk.precision.float32_copy(model)`.
     """
 
     def __init__(self, model):
-        self.model = model
+        self.precision = reduced_dtype(model)
+        self.model = float32_copy(model)
         output_shape = tuple(model.outputs[0].shape)
         if len(model.outputs) != 1 or len(output_shape) != 2 or output_shape[1] is None:
             raise ValueError(
