@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import tltk
 from tests.test_export import digit_images
+from tests.test_text import TRAIN, tiny_bert  # noqa: F401  (tiny_bert: a fixture)
 from tltk import precision
 from tltk.export.parity import compare, gate
 from tltk.feature_cache import FeatureCache
@@ -124,3 +125,12 @@ def test_mixed_gate_is_looser_on_probabilities_only():
         probabilities, probabilities + 5e-3, "float32", data="x", precision="bfloat16"
     ).passed
     assert not compare(probabilities, probabilities + 5e-3, "float32", data="x").passed
+
+
+def test_mixed_text_classifier_exports_float32_files(tiny_bert, tmp_path):  # noqa: F811
+    model = tltk.build_text_classifier(
+        tiny_bert, 2, sequence_length=16, dtype_policy="mixed_bfloat16"
+    )
+    assert model.dtype_policy.name == "mixed_bfloat16" and model.output.dtype == "float32"
+    report = tltk.export(model, tmp_path / "export", parity_data=[text for text, _ in TRAIN])
+    assert report.passed and {f.parity.precision for f in report.files} == {"bfloat16"}

@@ -82,8 +82,8 @@ def float32_copy(model):
     The copy has the same layers (rebuilt from their configs, every reduced-precision policy
     replaced by `"float32"`) and the same weights (a mixed policy keeps them in float32, so they
     copy exactly); a `tltk.TransferModel` stays one, with its structure and `dtype_policy`
-    `"float32"`. Layers with neither weights nor reduced precision (a tokenizer, whose vocabulary
-    is not in its config) are shared with `model`.
+    `"float32"`. Layers with assets (a keras-hub tokenizer: its vocabulary is in neither its
+    config nor its weights; it computes no floats) are shared with `model`.
 
     Example:
 
@@ -100,7 +100,7 @@ def float32_copy(model):
     pairs = []
 
     def clone(layer):
-        if not (layer.weights or reduced_dtype(layer)):
+        if _has_assets(layer):  # a tokenizer: its vocabulary is not in its config; shared
             return layer
         copy = type(layer).from_config(_float32_config(layer.get_config()))
         pairs.append((layer, copy))
@@ -117,6 +117,11 @@ def float32_copy(model):
             copy.input, copy.output, name=model.name, **structure, dtype_policy="float32"
         )
     return copy
+
+
+def _has_assets(layer):
+    layers = [layer, *getattr(layer, "_flatten_layers", lambda: [])()]
+    return any(callable(getattr(each, "save_assets", None)) for each in layers)
 
 
 def _float32_config(config):

@@ -21,6 +21,7 @@ from tltk.backbones import hub
 from tltk.backbones import keras_hub as kh
 from tltk.backbones.registry import get_backbone, is_registered
 from tltk.heads import OUTPUT_NAME, POOL_NAME, check_head_args, classification_head
+from tltk.precision import policy_scope
 from tltk.transfer_model import TransferModel
 
 INPUT_NAME = "text"
@@ -39,6 +40,7 @@ def build_text_classifier(
     dropout=0.1,
     hidden_units=(),
     classifier_activation="softmax",
+    dtype_policy=None,
     name=None,
 ):
     """Builds a text classifier on a pretrained encoder; it takes raw strings.
@@ -69,6 +71,9 @@ def build_text_classifier(
         classifier_activation: str or None. `"softmax"`, `"sigmoid"`, or `None`/`"linear"` for
             logits; sigmoid when `multi_label=True` and left at `"softmax"`. Defaults to
             `"softmax"`.
+        dtype_policy: str or None. `"mixed_float16"`, `"mixed_bfloat16"` or `"float32"`, as for
+            `tltk.build_classifier` (kept in the model; the output layer stays float32).
+            Defaults to `None`: Keras' global policy.
         name: str. Model name. Defaults to `"<encoder>_text_classifier"`.
 
     Returns:
@@ -94,42 +99,44 @@ def build_text_classifier(
         multi_label=multi_label,
         classifier_activation=classifier_activation,
     )
-    inputs = keras.Input((), dtype="string", name=INPUT_NAME)
-    hub_spec = _hub_spec(preset)
-    if hub_spec is not None:
-        if lora_rank is not None:
-            raise ValueError(
-                f"`lora_rank` applies to keras-hub encoders; {preset!r} is a TF Hub module. "
-                f"Received: lora_rank={lora_rank!r}"
+    with policy_scope(dtype_policy):  # Keras' layers take the global policy when made
+        inputs = keras.Input((), dtype="string", name=INPUT_NAME)
+        hub_spec = _hub_spec(preset)
+        if hub_spec is not None:
+            if lora_rank is not None:
+                raise ValueError(
+                    f"`lora_rank` applies to keras-hub encoders; {preset!r} is a TF Hub module. "
+                    f"Received: lora_rank={lora_rank!r}"
+                )
+            encoder = hub_spec.constructor((), hub_spec.weights[0])
+            features, pooled, preprocessing, groups = encoder(inputs), None, None, hub_spec.groups
+            backbone_name = hub_spec.name
+        else:
+            preprocessing, encoder = kh.load_text_encoder(
+                preset, sequence_length=sequence_length, lora_rank=lora_rank
             )
-        encoder = hub_spec.constructor((), hub_spec.weights[0])
-        features, pooled, preprocessing, groups = encoder(inputs), None, None, hub_spec.groups
-        backbone_name = hub_spec.name
-    else:
-        preprocessing, encoder = kh.load_text_encoder(
-            preset, sequence_length=sequence_length, lora_rank=lora_rank
+            tokens = preprocessing(inputs)
+            sequence = encoder(tokens)
+            features = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(
+                sequence, mask=tokens["padding_mask"]
+            )
+            pooled, groups, backbone_name = POOL_NAME, kh.text_groups(encoder), encoder.name
+        head = classification_head(
+            features, num_classes, dropout=dropout, hidden_units=units, activation=activation
         )
-        tokens = preprocessing(inputs)
-        sequence = encoder(tokens)
-        features = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(
-            sequence, mask=tokens["padding_mask"]
+        model = TransferModel(
+            inputs,
+            head.output,
+            name=name or f"{encoder.name}_text_classifier",
+            backbone=encoder.name,
+            heads={OUTPUT_NAME: head.layers},
+            groups=groups,
+            features=pooled,
+            preprocessing=None if preprocessing is None else preprocessing.name,
+            backbone_name=backbone_name,
+            modality="text",
+            dtype_policy=keras.mixed_precision.global_policy().name,
         )
-        pooled, groups, backbone_name = POOL_NAME, kh.text_groups(encoder), encoder.name
-    head = classification_head(
-        features, num_classes, dropout=dropout, hidden_units=units, activation=activation
-    )
-    model = TransferModel(
-        inputs,
-        head.output,
-        name=name or f"{encoder.name}_text_classifier",
-        backbone=encoder.name,
-        heads={OUTPUT_NAME: head.layers},
-        groups=groups,
-        features=pooled,
-        preprocessing=None if preprocessing is None else preprocessing.name,
-        backbone_name=backbone_name,
-        modality="text",
-    )
     freezing.freeze(model)
     if lora_rank is not None:
         encoder.trainable = True
