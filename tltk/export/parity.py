@@ -21,16 +21,16 @@ weights moved by 1%:
   agreement lets through: the file of a model whose weights moved by 1% or 2% differs by 3.1e-2
   or 4.2e-2 while agreeing on 99.75% or 99.5% of top classes (another model: 0.89, 10%).
 - dynamic, int8: top-1 agreement >= 98%; their probabilities move by up to 0.5 on healthy files.
-
 - A mixed-precision model (float16 or bfloat16 compute: `precision`) is exported from its float32
   copy, so its files differ from it by its own rounding, and their max |difference| bound is at
   least `MIXED_MAX_ABS_DIFF` for that precision (top-1 agreement is gated as above).
   `tltk_glyphnet` fine-tuned on the digits (`bench/bench_mixed_precision.py`, 3 seeds, 540
-  held-out digits) differs from its float32 files by up to 6.4e-3 (mixed_bfloat16) and 7.2e-4
-  (mixed_float16), with 100% top-1 agreement; random pixels through the untrained demo model,
-  4.2e-3 (bfloat16). The bounds, 3e-2 and 5e-3, are about 5x and 7x the largest: room for deeper
-  models, whose rounding adds up over more layers (bfloat16 keeps 8 significant bits, float16 11:
-  a factor 8 between them).
+  held-out digits each) differs from its float32 files by 6.4e-3, 1.4e-2 and 2.1e-2
+  (mixed_bfloat16) and 7.2e-4, 3.0e-4 and 1.2e-3 (mixed_float16), always with 100% top-1
+  agreement. The bounds, 8e-2 and 5e-3, are about 4x the largest: room for deeper models, whose
+  rounding adds up over more layers (bfloat16 keeps 8 significant bits, float16 11). At 8e-2 a
+  bfloat16 model's gate no longer tells a file whose weights moved by 1% (3.1e-2, above): its
+  top-1 agreement (99.5%) still fails a broken copy.
 
 On random pixels (no real images given), top-1 agreement is not gated: noise gives near ties
 whose order means nothing. Dynamic and int8 files, judged on top-1 alone, are then not judged.
@@ -60,7 +60,7 @@ GATES = {
     "dynamic": Gate(max_abs_diff=None, top1_agreement=0.98),
     "int8": Gate(max_abs_diff=None, top1_agreement=0.98),
 }
-MIXED_MAX_ABS_DIFF = {"bfloat16": 3e-2, "float16": 5e-3}
+MIXED_MAX_ABS_DIFF = {"bfloat16": 8e-2, "float16": 5e-3}
 
 
 class ParityError(ValueError):
@@ -137,7 +137,7 @@ def gate(quantization, data, precision=None):
     >>> gate("int8", "random") is None
     True
     >>> gate("float32", "parity_data", precision="bfloat16")
-    Gate(max_abs_diff=0.03, top1_agreement=0.995)
+    Gate(max_abs_diff=0.08, top1_agreement=0.995)
     """
     bounds = GATES[quantization]
     if precision is not None and bounds.max_abs_diff is not None:
