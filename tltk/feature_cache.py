@@ -81,7 +81,8 @@ class FeatureCache:
         augmentation = model.augmentation
         start = augmentation.output if augmentation is not None else model.inputs[0]
         extractor = keras.Model(start, cut.output, name=f"{model.name}_features")
-        self.head = _head_model(model, cut)
+        with model.distribute_strategy.scope():  # the head trains under the model's strategy
+            self.head = _head_model(model, cut)
         self.batch_size = _batch_size(train)
 
         image_spec = train.element_spec[0]
@@ -146,8 +147,11 @@ class FeatureCache:
             raise ValueError(
                 f"`metrics` must be keras.metrics.Metric objects. Received: metrics={metrics!r}"
             )
-        head.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))  # for callbacks
-        loss = _loss_object(loss)
+        with head.distribute_strategy.scope():
+            head.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))  # for callbacks
+        if head.distribute_strategy.num_replicas_in_sync > 1:
+            return self._fit_distributed(epochs, callbacks, class_weight, verbose)
+        loss = loss_object(loss)
         if not optimizer.built:  # its variables must exist before tracing
             optimizer.build(head.trainable_variables)
         tracked = [keras.metrics.Mean(name="loss"), *metrics]
@@ -182,6 +186,34 @@ class FeatureCache:
         optimizer.finalize_variable_values(head.trainable_weights)
         callbacks.on_train_end(logs)
         return head.history
+
+    def _fit_distributed(self, epochs, callbacks, class_weight, verbose):
+        """`fit` on several replicas: `tltk.distribute.fit` of the compiled head on datasets of
+        the features, one view per epoch, shuffled alike on every worker (a fixed seed)."""
+        from tltk.distribute import fit
+
+        views = [_tensors(arrays, class_weight) for arrays in self.train]
+        train = None
+        for view in views:
+            part = tf.data.Dataset.from_tensor_slices(view).shuffle(len(view[0]), seed=len(views))
+            train = (
+                part.batch(self.batch_size)
+                if train is None
+                else train.concatenate(part.batch(self.batch_size))
+            )
+        validation = None
+        if self.validation is not None:
+            validation = tf.data.Dataset.from_tensor_slices(_tensors(self.validation, None))
+            validation = validation.batch(self.batch_size)
+        return fit(
+            self.head,
+            train.repeat(),
+            validation,
+            epochs=epochs,
+            callbacks=callbacks,
+            steps_per_epoch=self.steps_per_epoch,
+            verbose=verbose,
+        )
 
     def _epoch(self, train, validation, optimizer, loss, tracked):
         """One epoch on `train`, then a pass over `validation` (or None): their logs."""
@@ -234,7 +266,7 @@ class FeatureCache:
         return train_logs, results()
 
 
-def _loss_object(loss):
+def loss_object(loss):  # also tltk.distribute's
     """`loss` as a `keras.losses.Loss`: reduction and sample weights as `compile` applies them."""
     loss = keras.losses.get(loss)
     if isinstance(loss, keras.losses.Loss):

@@ -118,11 +118,13 @@ def find_lr(
     """
     min_lr, max_lr, steps = _check_args(model, train, min_lr, max_lr, steps, smoothing, divergence)
     loss_fn = keras.losses.get(loss if loss is not None else objective(model, train)[0])
-    opt = _optimizer(optimizer, min_lr)
     rates = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
     variables = model.trainable_variables
     if not variables:
         raise ValueError(f"Model {model.name!r} has nothing trainable: unfreeze something first.")
+    with model.distribute_strategy.scope():  # the model's strategy, if built under one
+        opt = _optimizer(optimizer, min_lr)
+        opt.build(variables)
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):

@@ -30,9 +30,12 @@ class RunState:
         num_stages: int. Number of stages in the run.
         mode: str. `"max"` if a larger monitored value is better, `"min"` otherwise.
         directory: str, Path or None. Checkpoint folder. Defaults to `None` (kept in memory only).
+        write_directory: str, Path or None. Where the state is written, if not `directory` (a
+            non-chief worker's temporary folder: it resumes from the chief's). Defaults to
+            `directory`.
     """
 
-    def __init__(self, fingerprint, num_stages, mode, directory=None):
+    def __init__(self, fingerprint, num_stages, mode, directory=None, write_directory=None):
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from the file
         self.histories = [[] for _ in range(num_stages)]
         self.diverged = []  # [stage, epoch] of each stage stopped by a non-finite loss
@@ -45,15 +48,17 @@ class RunState:
         self.best_weights = None
         self.plan = None  # the stages as run, their rates chosen (`Stage.as_dict()` each)
         self.directory = pathlib.Path(directory) if directory is not None else None
+        write_directory = directory if write_directory is None else write_directory
+        self.write_directory = pathlib.Path(write_directory) if directory is not None else None
 
     @classmethod
-    def resume(cls, fingerprint, num_stages, mode, directory=None):
+    def resume(cls, fingerprint, num_stages, mode, directory=None, write_directory=None):
         """Loads the state saved in `directory`, or starts a new one if there is none.
 
         A saved run with another fingerprint raises a `ValueError` that names each difference; a
         finished one warns that its result is returned without training.
         """
-        state = cls(fingerprint, num_stages, mode, directory)
+        state = cls(fingerprint, num_stages, mode, directory, write_directory)
         if directory is None or not (state.directory / STATE_FILE).is_file():
             return state
         saved = json.loads((state.directory / STATE_FILE).read_text())
@@ -102,11 +107,11 @@ class RunState:
 
     def save(self, *, weights=False):
         """Writes the state (and the best weights, if `weights`) atomically; a no-op in memory."""
-        if self.directory is None:
+        if self.write_directory is None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.write_directory.mkdir(parents=True, exist_ok=True)
         if weights and self.best_weights is not None:
-            with atomic.writing(self.directory / BEST_WEIGHTS_FILE) as partial:
+            with atomic.writing(self.write_directory / BEST_WEIGHTS_FILE) as partial:
                 np.savez(partial, *self.best_weights)  # `partial` ends in .npz, as the file does
         content = json.dumps(
             {
@@ -118,7 +123,7 @@ class RunState:
                 "best": [self.best_value, self.best_stage, self.best_epoch, self.best_loss],
             }
         )
-        atomic.write_text(self.directory / STATE_FILE, content)
+        atomic.write_text(self.write_directory / STATE_FILE, content)
 
 
 class BestTracker(keras.callbacks.Callback):

@@ -14,7 +14,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tltk import freezing
+from tltk import distribute, freezing
 from tltk.feature_cache import FeatureCache, cut_layer
 from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
@@ -222,40 +222,43 @@ def fine_tune(
     mode = "min" if s.monitor.endswith("loss") else "max"
     checkpointed = s.checkpoint_dir is not None  # only then is the fingerprint (it reads data) used
     run = fingerprint(s, model, train, validation) if checkpointed else {}
-    state = RunState.resume(run, len(s.stages), mode, s.checkpoint_dir)
-    if state.best_weights is not None:
-        model.set_weights(state.best_weights)
-    cache = _cache(model, train, validation, s, state)
-    plan, finder = _choose_rates(model, train, s, state, cache)
-    user = ContinuousRun(s.callbacks, model)
-    records = []
-    for index, stage in enumerate(plan):
-        records.append(_prepare(model, stage, s))
-        if index < state.completed:
-            continue
-        if s.verbose:
-            rates = ", ".join(f"{g} {r:.2g}" for g, r in records[-1]["learning_rates"].items())
-            print(
-                f"Stage {index + 1}/{len(plan)}: {'up to ' if stage.converge else ''}"
-                f"{stage.epochs} epoch(s), {'cached features, ' if stage.cached else ''}"
-                f"learning rates: {rates}"
-            )
-        offset = sum(len(h) for h in state.histories[:index])  # the user's epochs run on
-        stage_callbacks = [*_stage_callbacks(model, state, index, stage, s), user.stage(offset)]
-        _run_stage(model, stage, train, validation, s, steps, stage_callbacks, cache)
+    # Only the chief writes checkpoints; another worker writes into a temporary folder.
+    with distribute.write_folder(s.checkpoint_dir, model) as writes:
+        state = RunState.resume(run, len(s.stages), mode, s.checkpoint_dir, writes)
         if state.best_weights is not None:
             model.set_weights(state.best_weights)
-        state.completed = index + 1
-        state.save()
-    user.end()
-    if not model.compiled:  # a finished run, resumed: no stage ran
-        stage_loss, metrics = objective(model, train, loss=s.loss)
-        model.compile(
-            optimizer=_optimizer(s.optimizer, plan[0].learning_rate, s.weight_decay),
-            loss=stage_loss,
-            metrics=metrics,
-        )
-    return _result(model, state, records, s, finder)
+        cache = _cache(model, train, validation, s, state)
+        plan, finder = _choose_rates(model, train, s, state, cache)
+        user = ContinuousRun(s.callbacks, model)
+        records = []
+        for index, stage in enumerate(plan):
+            records.append(_prepare(model, stage, s))
+            if index < state.completed:
+                continue
+            if s.verbose:
+                rates = ", ".join(f"{g} {r:.2g}" for g, r in records[-1]["learning_rates"].items())
+                print(
+                    f"Stage {index + 1}/{len(plan)}: {'up to ' if stage.converge else ''}"
+                    f"{stage.epochs} epoch(s), {'cached features, ' if stage.cached else ''}"
+                    f"learning rates: {rates}"
+                )
+            offset = sum(len(h) for h in state.histories[:index])  # the user's epochs run on
+            stage_callbacks = [*_stage_callbacks(model, state, index, stage, s), user.stage(offset)]
+            _run_stage(model, stage, train, validation, s, steps, stage_callbacks, cache)
+            if state.best_weights is not None:
+                model.set_weights(state.best_weights)
+            state.completed = index + 1
+            state.save()
+        user.end()
+        if not model.compiled:  # a finished run, resumed: no stage ran
+            with distribute.scope(model):
+                stage_loss, metrics = objective(model, train, loss=s.loss)
+                model.compile(
+                    optimizer=_optimizer(s.optimizer, plan[0].learning_rate, s.weight_decay),
+                    loss=stage_loss,
+                    metrics=metrics,
+                )
+        return _result(model, state, records, s, finder)
 
 
 def _cache(model, train, validation, settings, state):
@@ -298,7 +301,7 @@ def _choose_rates(model, train, settings, state, cache):
         else:
             freezing.freeze(model)
             finder = find_lr(model, train, optimizer=settings.optimizer, loss=loss, **LR_RANGE)
-        head_rate = max(finder.suggestion, MIN_AUTO_RATE)
+        head_rate = distribute.agree(model, max(finder.suggestion, MIN_AUTO_RATE))
     plan = resolve_rates(settings.stages, head_rate)
     if finder is not None and settings.verbose:
         tuned = next((f", fine-tuning {s.learning_rate:.2g}" for s in plan if s.unfrozen), "")
@@ -327,35 +330,37 @@ def _run_stage(model, stage, train, validation, settings, steps, callbacks, cach
         if stage.converge
         else warmup_cosine(stage.learning_rate, steps * stage.epochs, warmup=s.warmup)
     )
-    optimizer = _optimizer(s.optimizer, rate, s.weight_decay)
-    if stage.unfrozen:
-        multipliers = decayed_multipliers(model, s.lr_decay)
-        optimizer = discriminative_optimizer(
-            optimizer, {g: m for g, m in multipliers.items() if m != 1}, model=model
-        )
-    stage_loss, metrics = objective(model, train, loss=s.loss)
-    # The full model is compiled with the optimizer that trains the head in a cached stage too:
-    # callbacks see the full model, and read its optimizer (TensorBoard logs its rate).
-    model.compile(optimizer=optimizer, loss=stage_loss, metrics=metrics)
+    with distribute.scope(model):  # optimizers and metrics in the model's strategy
+        optimizer = _optimizer(s.optimizer, rate, s.weight_decay)
+        if stage.unfrozen:
+            multipliers = decayed_multipliers(model, s.lr_decay)
+            optimizer = discriminative_optimizer(
+                optimizer, {g: m for g, m in multipliers.items() if m != 1}, model=model
+            )
+        stage_loss, metrics = objective(model, train, loss=s.loss)
+        # The full model is compiled with the optimizer that trains the head in a cached stage
+        # too: callbacks see the full model, and read its optimizer (TensorBoard logs its rate).
+        model.compile(optimizer=optimizer, loss=stage_loss, metrics=metrics)
+        head_metrics = objective(model, train, loss=s.loss)[1]  # not shared: each model its own
     if stage.cached:
         cache.fit(
             stage.epochs,
             optimizer=model.optimizer,  # as compile wrapped it: loss scaling for mixed_float16
             loss=stage_loss,
-            metrics=objective(model, train, loss=s.loss)[1],  # not shared: each model its own
+            metrics=head_metrics,
             callbacks=callbacks,
             class_weight=s.class_weight,
             verbose=s.verbose,
         )
         return
     try:
-        model.fit(
+        distribute.fit(
+            model,
             train,
-            validation_data=validation,
+            validation,
             epochs=stage.epochs,
             class_weight=s.class_weight,
             callbacks=callbacks,
-            shuffle=False,
             verbose=s.verbose,
         )
     except tf.errors.InvalidArgumentError as error:
@@ -368,8 +373,13 @@ def _run_stage(model, stage, train, validation, settings, steps, callbacks, cach
 def _stage_callbacks(model, state, index, stage, settings):
     callbacks = [BestTracker(model, state, index, settings.monitor)]
     if settings.checkpoint_dir is not None:
-        folder = f"{settings.checkpoint_dir}/stage_{index + 1}"
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(folder))
+        folder = f"stage_{index + 1}"
+        callbacks.insert(
+            0,
+            distribute.backup_and_restore(
+                f"{state.directory}/{folder}", f"{state.write_directory}/{folder}"
+            ),
+        )
     if stage.patience and stage.converge:
         callbacks.append(
             keras.callbacks.EarlyStopping("val_loss", patience=stage.patience, mode="min")
