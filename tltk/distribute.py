@@ -110,7 +110,8 @@ def agree(model, value):
     if not is_multi_worker(strategy):
         return value
     value = tf.constant(value, tf.float64)
-    return float(strategy.reduce("MEAN", strategy.run(lambda: tf.identity(value)), axis=None))
+    mean = tf.function(lambda: strategy.reduce("MEAN", strategy.run(tf.identity, (value,)), None))
+    return float(mean())
 
 
 def strategy_named(name):
