@@ -53,7 +53,6 @@ def worker(args):
         strategy = tf.distribute.get_strategy()
     sys.path.insert(0, str(REPO))
     import keras
-    import numpy as np
     from sklearn.model_selection import train_test_split
 
     import tltk

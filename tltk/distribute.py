@@ -205,9 +205,10 @@ def fit(
             shuffle=False,
             verbose=verbose,
         )
-    return _Loop(model, class_weight).fit(
-        train, validation, epochs, list(callbacks), steps_per_epoch, verbose
-    )
+    with model.distribute_strategy.scope():  # as Keras' fit: callbacks may load weights
+        return _Loop(model, class_weight).fit(
+            train, validation, epochs, list(callbacks), steps_per_epoch, verbose
+        )
 
 
 class _Loop:
