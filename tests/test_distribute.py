@@ -1,10 +1,10 @@
 """fine_tune under tf.distribute: MirroredStrategy over 2 logical CPUs (one process) and
-MultiWorkerMirroredStrategy over 2 worker processes on loopback, each run in subprocesses
-(`bench/bench_distribute.py --worker`) since devices and clusters are fixed when TensorFlow starts."""
+MultiWorkerMirroredStrategy over 2 worker processes on loopback, run in subprocesses
+(`bench/bench_distribute.py --worker`): devices and clusters are fixed when TensorFlow starts."""
 
 import json
-import pathlib
 import signal
+import subprocess
 import time
 
 import pytest
@@ -53,8 +53,7 @@ def test_killing_a_worker_and_restarting_both_resumes_from_the_checkpoint(tmp_pa
     out = tmp_path / "out"  # shared, as on a shared disk
     results = [tmp_path / "0.json", tmp_path / "1.json"]
     args = ["--samples", "300", "--head-epochs", "3", "--epochs", "30"]
-    ports = None
-    processes = start("multi_worker", [out, out], results, args, ports)
+    processes = start("multi_worker", [out, out], results, args)
     state = out / "checkpoints" / "run_state.json"
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until the fine-tuning stage has saved epochs
@@ -65,7 +64,7 @@ def test_killing_a_worker_and_restarting_both_resumes_from_the_checkpoint(tmp_pa
     processes[1].wait()
     try:  # the chief's collectives fail or hang without it
         processes[0].wait(timeout=60)
-    except Exception:
+    except subprocess.TimeoutExpired:
         processes[0].kill()
         processes[0].wait()
     saved = [len(h) for h in json.loads(state.read_text())["histories"]]
@@ -100,3 +99,18 @@ def test_a_missing_or_malformed_tf_config_is_refused_clearly(text, why):
 def test_an_unknown_strategy_name_is_refused():
     with pytest.raises(ValueError, match="mirrored"):
         strategy_named("tpu")
+
+
+def test_tltk_train_distribute_multi_worker_without_tf_config_says_how_to_set_it(
+    tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from tltk.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    args = ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--distribute", "multi_worker"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "TF_CONFIG" in result.output and "is not set" in result.output
+    assert not (tmp_path / "run").exists()

@@ -403,10 +403,17 @@ _SPLIT = click.FloatRange(0.0, 1.0, max_open=True)
     type=click.Choice(_QUANTIZATIONS),
     help="TFLite quantization; repeat for several (default float32).",
 )
+@click.option(
+    "--distribute",
+    type=click.Choice(["mirrored", "multi_worker"]),
+    default=None,
+    help="Train on every GPU of this machine ('mirrored'), or on the machines of the cluster in "
+    "TF_CONFIG ('multi_worker': run the same command on each; only the chief writes --out).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_runs_library
 @_trusting_hub_handles
-def train(data_dir, out_dir, weights, augment, quantize, quiet, **options):
+def train(data_dir, out_dir, weights, augment, quantize, quiet, distribute, **options):
     """Train on a folder of class folders, evaluate on held-out images, and export.
 
     Prints the split sizes first. The run folder gets model.keras (with its class names),
@@ -414,8 +421,10 @@ def train(data_dir, out_dir, weights, augment, quantize, quiet, **options):
 
     Example: tltk train photos/ --backbone mobilenet_v2 --out runs/photos --quantize int8
     """
+    from tltk.distribute import strategy_named
     from tltk.workflow import train_from_directory
 
+    strategy = None if distribute is None else strategy_named(distribute)  # before TF runs
     d = _train_defaults()
     chosen = {k: d[k] if v is None else v for k, v in options.items()}
     run = train_from_directory(
@@ -425,10 +434,12 @@ def train(data_dir, out_dir, weights, augment, quantize, quiet, **options):
         augment=None if augment == "none" else augment,
         quantize=quantize or d["quantize"],
         on_data=_print_data,
+        distribute=strategy,
         verbose=_verbosity(quiet),
         **chosen,
     )
-    _print_run(run)
+    if run.export is not None:  # not on a worker other than the chief
+        _print_run(run)
 
 
 def _model_file(path):

@@ -6,6 +6,7 @@ demo backbone fine-tuned on scikit-learn's handwritten digits, fully offline.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
@@ -20,6 +21,7 @@ from tltk import atomic, run_record
 from tltk import data as tltk_data
 from tltk.backbones.registry import get_backbone
 from tltk.builders import build_classifier
+from tltk.distribute import is_chief
 from tltk.evaluate import evaluate
 from tltk.export import export
 from tltk.training import fine_tune
@@ -28,7 +30,7 @@ DEMO_BACKBONE = "tltk_glyphnet"
 _FINE_TUNE_DEFAULTS = {k: p.default for k, p in inspect.signature(fine_tune).parameters.items()}
 # A held-out split under this many images per class gets a warning (its accuracy is coarse).
 SMALL_HELD_OUT_PER_CLASS = 20
-_NOT_SETTINGS = ("start", "on_data", "verbose", "overwrite", "resume")
+_NOT_SETTINGS = ("start", "on_data", "verbose", "overwrite", "resume", "distribute")
 
 
 @dataclasses.dataclass
@@ -88,6 +90,7 @@ def train_from_directory(
     overwrite=False,
     resume=False,
     on_data=None,
+    distribute=None,
     verbose=1,
 ):
     """Loads a class-folder tree, fine-tunes a classifier, evaluates it and exports it.
@@ -129,6 +132,11 @@ def train_from_directory(
             deletes them and trains anew).
         on_data: callable or None. Called with the loaded `ImageData` before training (the
             command line prints the split sizes with it). Defaults to `None`.
+        distribute: tf.distribute.Strategy or None. Build and train the model under it (see
+            `tltk.distribute`): on every worker of a `MultiWorkerMirroredStrategy`, the same
+            call; only the chief writes `out_dir` and the checkpoints, the other workers train
+            with it and return their `TrainingRun` with `export` and `model_path` `None`.
+            Defaults to `None` (one device).
         verbose: int. Keras verbosity. Defaults to `1`.
 
     Returns:
@@ -147,7 +155,11 @@ def train_from_directory(
     spec = get_backbone(backbone)
     size = _image_size(image_size, spec)
     out_dir = _outside(pathlib.Path(out_dir), pathlib.Path(data_dir))
-    checkpoints = _checkpoints(out_dir, overwrite=overwrite, resume=resume)
+    chief = distribute is None or is_chief(distribute)
+    if chief:
+        checkpoints = _checkpoints(out_dir, overwrite=overwrite, resume=resume)
+    else:  # the chief checks and clears it; this worker only reads it to resume
+        checkpoints = _checkpoint_folder(out_dir)
     keras.utils.set_random_seed(seed)
 
     data = tltk_data.from_directory(
@@ -161,14 +173,15 @@ def train_from_directory(
     _warn_small_held_out(data)
     if on_data is not None:
         on_data(data)
-    model = build_classifier(
-        spec,
-        data.num_classes,
-        input_shape=(*size, spec.channels),
-        weights=weights,
-        augmentation=augment,
-        class_names=list(data.class_names),
-    )
+    with distribute.scope() if distribute is not None else contextlib.nullcontext():
+        model = build_classifier(
+            spec,
+            data.num_classes,
+            input_shape=(*size, spec.channels),
+            weights=weights,
+            augmentation=augment,
+            class_names=list(data.class_names),
+        )
     result = fine_tune(
         model,
         data.train,
@@ -182,6 +195,10 @@ def train_from_directory(
         checkpoint_dir=checkpoints,
         verbose=verbose,
     )
+    if not chief:  # another worker of a cluster: the chief writes the run
+        evaluation = evaluate(model, data)
+        seconds = time.perf_counter() - start
+        return TrainingRun(model, data, result, evaluation, None, None, out_dir, seconds)
 
     quantize = list(quantize)
     held_out = data.test if data.test is not None else data.validation
@@ -283,7 +300,7 @@ def _checkpoints(out_dir, *, overwrite, resume):
             "silently: pass overwrite=True to replace it, or another `out_dir`. Nothing was "
             "changed."
         )
-    folder = out_dir.parent / f".{out_dir.name}{atomic.MARKER}checkpoints"
+    folder = _checkpoint_folder(out_dir)
     if folder.is_dir() and not resume:
         if not overwrite:
             raise FileExistsError(
@@ -299,6 +316,10 @@ def _checkpoints(out_dir, *, overwrite, resume):
             stacklevel=3,
         )
     return folder
+
+
+def _checkpoint_folder(out_dir):
+    return out_dir.parent / f".{out_dir.name}{atomic.MARKER}checkpoints"
 
 
 def _holds_something(folder):
