@@ -12,7 +12,17 @@ batch, the optimizer applied in replica context, the metrics computed on the gat
 Only the chief writes to the user's folders; another worker writes its checkpoints to a temporary
 folder (removed afterwards) and reads the chief's to resume, as Keras' multi-worker guide does.
 
-On a Colab TPU, build and train inside a `TPUStrategy` scope (see the README, "Many devices").
+On a Colab TPU, build and train inside a `TPUStrategy` scope (the README's "Many devices" has the
+notebook cell; not run here, where there is no TPU):
+
+```python
+resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+tf.config.experimental_connect_to_cluster(resolver)
+tf.tpu.experimental.initialize_tpu_system(resolver)
+with tf.distribute.TPUStrategy(resolver).scope():
+    model = tltk.build_classifier("mobilenet_v2", data.num_classes)
+tltk.fine_tune(model, data.train, data.validation)
+```
 """
 
 from __future__ import annotations
@@ -40,6 +50,17 @@ def scope(model):
     ...     optimizer = keras.optimizers.Adam()
     """
     return model.distribute_strategy.scope()
+
+
+def is_distributed(strategy):
+    """Whether `strategy` is a `tf.distribute` strategy (one device or more), not the default.
+
+    Example:
+
+    >>> is_distributed(tf.distribute.get_strategy())
+    False
+    """
+    return tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
 
 
 def is_multi_worker(strategy):
@@ -215,7 +236,7 @@ class _Loop:
     """tltk's training loop under a `MultiWorkerMirroredStrategy`."""
 
     def __init__(self, model, class_weight):
-        from tltk.feature_cache import loss_object
+        from tltk.feature_cache import loss_object  # which imports this module
 
         self.model = model
         self.strategy = model.distribute_strategy

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltk import distribute
 from tltk.argcheck import integer
 from tltk.objectives import check_class_weight, check_labels
 from tltk.transfer_model import TransferModel
@@ -149,7 +150,7 @@ class FeatureCache:
             )
         with head.distribute_strategy.scope():
             head.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))  # for callbacks
-        if head.distribute_strategy.num_replicas_in_sync > 1:
+        if distribute.is_distributed(head.distribute_strategy):
             return self._fit_distributed(epochs, callbacks, class_weight, verbose)
         loss = loss_object(loss)
         if not optimizer.built:  # its variables must exist before tracing
@@ -188,10 +189,9 @@ class FeatureCache:
         return head.history
 
     def _fit_distributed(self, epochs, callbacks, class_weight, verbose):
-        """`fit` on several replicas: `tltk.distribute.fit` of the compiled head on datasets of
-        the features, one view per epoch, shuffled alike on every worker (a fixed seed)."""
-        from tltk.distribute import fit
-
+        """`fit` under a `tf.distribute` strategy: `tltk.distribute.fit` of the compiled head on
+        datasets of the features, one view per epoch, shuffled alike on every worker (a fixed
+        seed)."""
         views = [_tensors(arrays, class_weight) for arrays in self.train]
         train = None
         for view in views:
@@ -205,7 +205,7 @@ class FeatureCache:
         if self.validation is not None:
             validation = tf.data.Dataset.from_tensor_slices(_tensors(self.validation, None))
             validation = validation.batch(self.batch_size)
-        return fit(
+        return distribute.fit(
             self.head,
             train.repeat(),
             validation,
