@@ -271,9 +271,10 @@ def test_run_state_writes_through_the_helper(tmp_path, fsynced):
     np.testing.assert_array_equal(resumed.best_weights[0], np.ones(3))
 
 
-# A direct write or rename that bypasses tltk.atomic (docstring examples excepted).
+# A direct write or rename that bypasses tltk.atomic (docstring examples excepted). `os.fdopen`
+# wraps a descriptor that is already open (the CLI's stderr), so it creates no file.
 _DIRECT_WRITE = re.compile(
-    r"os\.replace\(|os\.rename\(|\.write_text\(|\.write_bytes\(|open\([^)]*[\"'][wa]b?[\"']"
+    r"os\.replace\(|os\.rename\(|\.write_text\(|\.write_bytes\(|(?<!fd)open\([^)]*[\"'][wa]b?[\"']"
 )
 
 

@@ -65,7 +65,8 @@ def _native_stderr_hidden():
     except (AttributeError, OSError, ValueError):  # a test runner's captured stream
         python_on_fd2 = False
     if python_on_fd2:
-        sys.stderr = open(saved, "w", buffering=1, closefd=False, errors="backslashreplace")
+        # A text stream on the saved descriptor (the terminal), not a file write.
+        sys.stderr = os.fdopen(saved, "w", buffering=1, closefd=False, errors="backslashreplace")
     try:
         yield
     finally:

@@ -162,7 +162,7 @@ def disk_cache(folder, name, digest, image_size, build):
         return target, manifest
     rows = 0
     with atomic.staged(target) as stage:
-        with open(stage / PIXELS, "wb") as out:
+        with atomic.writing(stage / PIXELS) as partial, open(partial, "wb") as out:
 
             def write(pixels):
                 nonlocal rows
@@ -171,7 +171,7 @@ def disk_cache(folder, name, digest, image_size, build):
 
             manifest = {"format": _FORMAT, **build(write)}
         manifest["rows"] = rows
-        (stage / _MANIFEST).write_text(json.dumps(manifest))
+        atomic.write_text(stage / _MANIFEST, json.dumps(manifest))
         try:
             atomic.publish(stage, target, replaceable=lambda p: _open(p, image_size) is None)
         except FileExistsError:
