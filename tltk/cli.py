@@ -352,9 +352,17 @@ _SPLIT = click.FloatRange(0.0, 1.0, max_open=True)
 @click.option(
     "--epochs", type=int, default=None, help="Epochs after the head stage, backbone unfrozen."
 )
-@click.option("--head-epochs", type=int, default=None, help="Epochs of the head-only stage.")
 @click.option(
-    "--learning-rate", type=_Rate(), default=None, help="Peak rate of the head-only stage."
+    "--head-epochs",
+    type=int,
+    default=None,
+    help="Most epochs of the head-only stage (default: until the validation loss stops improving).",
+)
+@click.option(
+    "--learning-rate",
+    type=_Rate(),
+    default=None,
+    help="Peak rate of the head-only stage (default: from the learning-rate range test).",
 )
 @click.option(
     "--fine-tune-lr",
