@@ -2,6 +2,7 @@
 modules."""
 
 import keras
+import keras_hub
 import tensorflow as tf
 
 import tltk
@@ -97,3 +98,18 @@ def image_hub_module(folder):
     for training in (True, False):
         module.__call__.get_concrete_function(spec, training)
     return save_reusable(module, folder, module.__call__)
+
+
+def tiny_bert_preset(folder, words, *, hidden_dim, max_sequence_length):
+    """Saves a random two-layer BERT preset with the vocabulary `words` to `folder`."""
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)
+    keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocabulary),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=hidden_dim,
+        intermediate_dim=2 * hidden_dim,
+        max_sequence_length=max_sequence_length,
+    ).save_to_preset(str(folder))
+    keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(str(folder))
+    return str(folder)

@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,6 +19,7 @@ from tltk.backbones import keras_hub as kh
 from tltk.cli import main as cli_main
 from tltk.export.text import export_text
 from tltk.text import build_text_classifier, load_text_topics
+from tests.helpers import tiny_bert_preset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [
@@ -55,19 +55,9 @@ def _dataset(pairs, batch=4):
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A randomly initialised two-layer BERT preset with a vocabulary of the test sentences."""
-    words = sorted({w.strip(".,").lower() for t, _ in TRAIN + HELD_OUT for w in t.split()})
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    words = {w.strip(".,").lower() for t, _ in TRAIN + HELD_OUT for w in t.split()}
     folder = tmp_path_factory.mktemp("presets") / "Tiny_BERT"
-    keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=32,
-    ).save_to_preset(str(folder))
-    keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(str(folder))
-    return str(folder)
+    return tiny_bert_preset(folder, words, hidden_dim=16, max_sequence_length=32)
 
 
 @pytest.fixture(scope="module")

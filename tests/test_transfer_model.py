@@ -17,7 +17,7 @@ import tltk
 from tltk import builders
 from tltk.backbones.hub import is_text_backbone
 from tltk.lr_multipliers import decayed_multipliers
-from tests.helpers import image_hub_module
+from tests.helpers import image_hub_module, tiny_bert_preset
 from tests.test_keras_hub import TORCH, _preset, _tiny_resnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,18 +25,8 @@ TEXTS = ["the match was won", "a new phone chip", "rain and wind today", "the te
 
 
 def _tiny_bert(folder):
-    words = sorted({w for t in TEXTS for w in t.split()})
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
-    keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=16,
-    ).save_to_preset(str(folder))
-    keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(str(folder))
-    return str(folder)
+    words = {w for t in TEXTS for w in t.split()}
+    return tiny_bert_preset(folder, words, hidden_dim=8, max_sequence_length=16)
 
 
 def _minilm():
