@@ -722,7 +722,7 @@ def export_command(model_path, out_dir, quantize, data_dir, overwrite):
         data = tltk_data.from_directory(
             data_dir, image_size=tuple(model.input_shape[1:3]), validation_split=0.0
         )
-        if class_names is not None and class_names != data.class_names:
+        if class_names is not None and list(class_names) != list(data.class_names):
             raise ValueError(
                 f"{data_dir} has classes {data.class_names}, but {model_path} predicts "
                 f"{class_names}: pass --data a folder with the model's classes."
