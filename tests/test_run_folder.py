@@ -119,6 +119,20 @@ def test_predict_evaluate_export_a_run_by_name(run, folders, tmp_path):
     assert again.exit_code == 1 and "--overwrite" in again.output
     assert "overwrite=True" not in again.output
 
+    checked = runner.invoke(
+        main, ["export", str(out), str(tmp_path / "exp2"), "--data", str(photos)]
+    )
+    assert checked.exit_code == 0, checked.output  # the folder's classes are the model's
+    others = tmp_path / "others"
+    shutil.copytree(photos / "0", others / "zero")
+    shutil.copytree(photos / "1", others / "one")
+    refused = runner.invoke(
+        main, ["export", str(out), str(tmp_path / "exp3"), "--data", str(others)]
+    )
+    assert (
+        refused.exit_code == 1 and "pass --data a folder with the model's classes" in refused.output
+    )
+
 
 def test_a_second_train_into_the_run_folder_is_refused(run, folders):
     out, _ = run
