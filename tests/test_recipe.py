@@ -39,9 +39,16 @@ def test_the_head_stage_on_cached_features_stops_once_validation_loss_stops_impr
     # It ran until `HEAD_PATIENCE` epochs in a row had no lower validation loss, well below 200.
     assert len(losses) == best_loss + 1 + HEAD_PATIENCE < result.stages[0]["epochs"] == 200
     assert all(value >= losses[best_loss] for value in losses[best_loss + 1 :])
-    # It keeps its best epoch (by the monitor, ties to the lower loss), and the model has it.
+    # It keeps its best epoch (by the monitor, ties to the lower loss) or, unless that epoch is
+    # better on both, the linear probe fitted after it; and the model has it.
     key = [(a, -v) for a, v in zip(history["val_accuracy"], losses)]
-    assert result.best_epoch == key.index(max(key)) and result.best_stage == 1
+    best, probe = max(key), result.probe
+    dominated = best[0] >= probe["val_accuracy"] and -best[1] < probe["val_loss"]
+    assert probe["kept"] != dominated and result.best_stage == 1
+    if probe["kept"]:
+        assert result.best_epoch is None and result.best_metric == probe["val_accuracy"]
+    else:
+        assert result.best_epoch == key.index(best) and result.best_metric == best[0]
     accuracy = model.evaluate(datasets()[1], verbose=0, return_dict=True)["accuracy"]
     assert accuracy == pytest.approx(result.best_metric) and result.best_metric >= 0.8
 
@@ -76,7 +83,7 @@ def test_the_plan_can_be_read_and_passed_back():
     model = build()
     plan = plan_stages(model, epochs=6, unfreeze=[1, "all"], learning_rate=1e-2)
     assert plan == [
-        Stage((), 200, 1e-2, cached=True, converge=True, patience=HEAD_PATIENCE),
+        Stage((), 200, 1e-2, cached=True, converge=True, patience=HEAD_PATIENCE, probe=True),
         Stage(("top",), 3, 5e-3, patience=5),
         Stage(("stem", "block1", "block2", "top"), 3, 5e-3, patience=5),
     ]
@@ -101,6 +108,7 @@ def test_the_plan_can_be_read_and_passed_back():
         ([Stage(("top",), 2, cached=True)], "cannot train on cached features"),
         ([Stage((), 0)], r"`stages\[0\]\.epochs` must be an integer >= 1"),
         ([Stage((), 1, float("nan"))], r"`stages\[0\]\.learning_rate` must be"),
+        ([Stage((), 1, probe=True)], r"`stages\[0\]` has probe=True but cached=False"),
     ],
 )
 def test_bad_stages_are_refused_by_index(stages, match):

@@ -91,6 +91,12 @@ def test_run_folder_records_the_run(run, folders):
     assert {f["path"] for f in record["export"]["files"]} >= {"export/model_float32.tflite"}
     card = (out / "README.md").read_text()
     assert "tltk_glyphnet" in card and "| 7 |" in card and f"tltk evaluate {out.name}" in card
+    probe = training["probe"]  # the head stage's linear probe; the card says which weights won
+    final = probe["kept"] and training["best_stage"] == 1  # not beaten by a later stage
+    assert probe["stage"] == 1 and (training["best_epoch"] is None) == final
+    kept = f"the weights kept are the linear probe's (L2 logistic regression, C={probe['C']:.3g})"
+    assert (kept in card) == final
+    assert (f"the weights kept are those of epoch {training['best_epoch']} " in card) != final
     assert tltk.load_model(out / "model.keras").class_names == list(CLASSES)
 
 

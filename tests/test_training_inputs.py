@@ -106,7 +106,11 @@ def test_a_diverging_stage_stops_keeps_finite_weights_and_says_so(data, cache_fe
 def test_divergence_in_the_first_epoch_raises_clearly(data):
     settings = {**ONE_EPOCH, "head_epochs": 2, "learning_rate": 1e38, "optimizer": "sgd"}
     with pytest.raises(ValueError, match="diverged.*learning_rate"), pytest.warns(UserWarning):
-        fine_tune(build(), *data, **settings)
+        fine_tune(build(), *data, **settings, cache_features=False)
+    # On cached features the linear probe does not depend on the rate: it is the result.
+    with pytest.warns(UserWarning, match="diverged"):
+        result = fine_tune(build(), *data, **settings)
+    assert result.probe["kept"] and result.best_epoch is None and result.diverged[0][0] == 1
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e-3, 0])

@@ -75,9 +75,10 @@ def training_history(result):
     """The stages of a `FineTuneResult` and their history, epochs counted on across stages.
 
     Returns:
-        A dict: `monitor`, `best_metric`, `best_epoch` (1-based, continuous), `best_stage`,
-        `restored_stage1`, `diverged`, `stages` (each with its `first_epoch` and `last_epoch`)
-        and `history`: one `{"epoch", "stage", metric: value}` row per epoch.
+        A dict: `monitor`, `best_metric`, `best_epoch` (1-based, continuous; `None` when the
+        weights are the head stage's linear probe), `best_stage`, `restored_stage1`, `diverged`,
+        `probe` (`FineTuneResult.probe`), `stages` (each with its `first_epoch` and
+        `last_epoch`) and `history`: one `{"epoch", "stage", metric: value}` row per epoch.
     """
     stages, history, epoch, best_epoch = [], [], 0, None
     for index, (stage, logs) in enumerate(zip(result.stages, result.histories), start=1):
@@ -86,7 +87,7 @@ def training_history(result):
             row = {"epoch": epoch + i + 1, "stage": index}
             row.update({k: float(v[i]) for k, v in sorted(logs.items()) if i < len(v)})
             history.append(row)
-        if index == result.best_stage:
+        if index == result.best_stage and result.best_epoch is not None:
             best_epoch = epoch + result.best_epoch + 1
         stages.append(
             {
@@ -106,6 +107,7 @@ def training_history(result):
         "best_epoch": best_epoch,
         "restored_stage1": result.restored_stage1,
         "diverged": [list(d) for d in result.diverged],
+        "probe": result.probe,
         "stages": stages,
         "history": history,
     }
@@ -199,9 +201,13 @@ def model_card(record, name):
         + f". One image moves accuracy by {1 / max(m['num_examples'], 1):.4f}.",
         "",
         f"Training ran {len(t['history'])} epochs in {len(t['stages'])} stages; the weights kept "
-        f"are those of epoch {t['best_epoch']} (stage {t['best_stage']}, {t['monitor']} "
-        f"{t['best_metric']:.4f}). Per-epoch history, per-class metrics and every file of each "
-        f"split are in `{RUN_FILE}`.",
+        + (
+            f"are those of epoch {t['best_epoch']}"
+            if t["best_epoch"] is not None
+            else f"are the linear probe's (L2 logistic regression, C={t['probe']['C']:.3g})"
+        )
+        + f" (stage {t['best_stage']}, {t['monitor']} {t['best_metric']:.4f}). Per-epoch "
+        f"history, per-class metrics and every file of each split are in `{RUN_FILE}`.",
         "",
         "## Use it",
         "",

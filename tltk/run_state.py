@@ -47,6 +47,7 @@ class RunState:
         self.best_epoch = None
         self.best_weights = None
         self.plan = None  # the stages as run, their rates chosen (`Stage.as_dict()` each)
+        self.probe = None  # the linear probe's record (see `FineTuneResult.probe`)
         self.directory = pathlib.Path(directory) if directory is not None else None
         write_directory = directory if write_directory is None else write_directory
         self.write_directory = pathlib.Path(write_directory) if directory is not None else None
@@ -76,6 +77,7 @@ class RunState:
         state.completed = saved["completed"]
         state.diverged = saved.get("diverged", [])
         state.plan = saved.get("plan")
+        state.probe = saved.get("probe")
         if state.completed == num_stages:
             warnings.warn(
                 f"`checkpoint_dir` {state.directory} holds a finished run with these settings: "
@@ -105,6 +107,13 @@ class RunState:
             return loss is not None and self.best_loss is not None and loss < self.best_loss
         return value > self.best_value if self.mode == "max" else value < self.best_value
 
+    def dominates(self, value, loss):
+        """Whether the best so far has at least `value` and a lower validation `loss`."""
+        if self.best_value is None or self.best_loss is None or loss is None:
+            return False
+        at_least = self.best_value >= value if self.mode == "max" else self.best_value <= value
+        return at_least and self.best_loss < loss
+
     def save(self, *, weights=False):
         """Writes the state (and the best weights, if `weights`) atomically; a no-op in memory."""
         if self.write_directory is None:
@@ -120,6 +129,7 @@ class RunState:
                 "completed": self.completed,
                 "diverged": self.diverged,
                 "plan": self.plan,
+                "probe": self.probe,
                 "best": [self.best_value, self.best_stage, self.best_epoch, self.best_loss],
             }
         )

@@ -40,6 +40,10 @@ class Stage:
         patience: int. Early stopping, `0` for none: with `converge`, epochs without a lower
             validation loss; otherwise epochs without a better `monitor`, counted from the
             middle of the stage. Defaults to `0`.
+        probe: bool. After a `cached` stage, also fit a linear probe (`tltk.probe`: L2 logistic
+            regression by L-BFGS, its strength chosen on validation) when the head is one
+            softmax or one-unit sigmoid `Dense` layer, and keep it unless the best epoch so far
+            has both a lower validation loss and at least its `monitor`. Defaults to `False`.
 
     Example:
 
@@ -53,6 +57,7 @@ class Stage:
     cached: bool = False
     converge: bool = False
     patience: int = 0
+    probe: bool = False
 
     def as_dict(self):
         """The stage as JSON-ready values (`unfrozen` as a list)."""
@@ -74,10 +79,11 @@ def plan_stages(
 
     Stage 1 trains the head. On cached features it converges: it stops once the validation loss
     has not improved for 10 epochs (`head_epochs`, or 200 for `"auto"`, is then an upper bound;
-    `early_stopping=False` runs all of them). Without the cache it runs `head_epochs` (`"auto"`:
-    5) with warmup and cosine decay. The later stages unfreeze the backbone as `unfreeze` says
-    and share `epochs`, at `fine_tune_lr` (`"auto"` if neither rate is a number: derived from
-    the head's rate when `fine_tune` runs).
+    `early_stopping=False` runs all of them), and a linear head is then also fitted as a linear
+    probe, kept unless the trained head is better on validation (`Stage.probe`). Without the
+    cache it runs `head_epochs` (`"auto"`: 5) with warmup and cosine decay. The later stages
+    unfreeze the backbone as `unfreeze` says and share `epochs`, at `fine_tune_lr` (`"auto"` if
+    neither rate is a number: derived from the head's rate when `fine_tune` runs).
 
     Args:
         model: tltk.TransferModel. The model to plan for (its layer groups; nothing changes).
@@ -119,6 +125,7 @@ def plan_stages(
                 cached=cached,
                 converge=cached,
                 patience=_patience(early_stopping, HEAD_PATIENCE) if cached else patience,
+                probe=cached,
             )
         )
     unfrozen = _unfrozen(model, unfreeze, epochs)
@@ -171,6 +178,11 @@ def check_stages(model, stages):
             raise ValueError(
                 f"`{where}.unfrozen` must be a tuple of the group names {names}. "
                 f"Received: unfrozen={stage.unfrozen!r}"
+            )
+        if stage.probe and not stage.cached:
+            raise ValueError(
+                f"`{where}` has probe=True but cached=False: the probe is fitted on cached "
+                f"features. Set cached=True or probe=False. Received: {stage!r}"
             )
         if stage.cached and (stage.unfrozen or not cachable):
             raise ValueError(

@@ -3,6 +3,7 @@
 The recipe of fastai's `fine_tune`, over tltk's public primitives: a stage plan
 (`tltk.plan_stages`, a list of `tltk.Stage`), the learning-rate range test (`tltk.find_lr`),
 `freezing` (groups, BatchNorm policy), `feature_cache` (the head stage on cached backbone features),
+`probe` (a linear head fitted by L-BFGS there),
 `schedules`, `lr_multipliers` (a rate per group) and `run_state` (best weights, checkpoints), run by
 one stage runner.
 """
@@ -10,6 +11,7 @@ one stage runner.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 import tensorflow as tf
@@ -18,7 +20,8 @@ from tltk import distribute, freezing
 from tltk.feature_cache import FeatureCache, cut_layer
 from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
-from tltk.objectives import objective
+from tltk.objectives import check_class_weight, objective
+from tltk.probe import fit_probe, linear_layer
 from tltk.run_callbacks import ContinuousRun
 from tltk.run_state import BestTracker, RunState
 from tltk.schedules import warmup_cosine
@@ -58,7 +61,8 @@ class FineTuneResult:
         monitor: str. The validation metric that chose the weights, e.g. `"val_accuracy"`.
         best_metric: float. Its best value, which the returned weights have.
         best_stage: int. The stage it came from (1 is the head stage).
-        best_epoch: int. The epoch in that stage (0-based).
+        best_epoch: int or None. The epoch in that stage (0-based); `None` when the weights are
+            stage 1's linear probe.
         stage1_metric: float or None. The best value of stage 1, if stage 1 ran.
         restored_stage1: bool. Whether later stages did not beat stage 1, so its weights were kept.
         diverged: list of tuple. `(stage, epoch)` of each stage stopped early because its
@@ -68,6 +72,11 @@ class FineTuneResult:
             backbone, if there is one.
         lr_finder: tltk.lr_finder.LRFinderResult or None. The range test that chose the rates
             (`learning_rate="auto"`; `None` for given rates or a resumed run).
+        probe: dict or None. The linear probe of the head stage (`tltk.Stage.probe`): its
+            `"stage"`, `"C"`, validation logs (`"val_loss"`, ...) and whether it was `"kept"`
+            (no epoch before it had both a lower validation loss and at least its `monitor`; a
+            later stage may still beat it); `None` where none was fitted (a head that is not
+            linear, no validation data).
     """
 
     model: keras.Model
@@ -83,6 +92,7 @@ class FineTuneResult:
     learning_rate: float | None = None
     fine_tune_lr: float | None = None
     lr_finder: object = None
+    probe: dict | None = None
 
 
 def fine_tune(
@@ -115,7 +125,10 @@ def fine_tune(
 
     Stage 1 trains the head on the frozen backbone. On cached backbone features (where valid) an
     epoch costs milliseconds, so it trains to convergence: at a constant rate until the
-    validation loss has not improved for 10 epochs, keeping its best epoch. Then the backbone is
+    validation loss has not improved for 10 epochs, keeping its best epoch; a linear head is
+    also fitted as an L2 logistic-regression probe by L-BFGS (`tltk.probe`), which replaces the
+    trained head unless that is better on validation loss and `monitor` both. Then the backbone
+    is
     unfrozen (all at once by default, or from the top in stages) and trains with warmup then
     cosine decay, the group `k` steps below the head at `fine_tune_lr * lr_decay ** k`. Every
     stage starts from the best weights so far, and the run ends with the best weights of all: if
@@ -245,6 +258,8 @@ def fine_tune(
             offset = sum(len(h) for h in state.histories[:index])  # the user's epochs run on
             stage_callbacks = [*_stage_callbacks(model, state, index, stage, s), user.stage(offset)]
             _run_stage(model, stage, train, validation, s, steps, stage_callbacks, cache)
+            if stage.probe:
+                _probe(model, train, cache, state, index, s)
             if state.best_weights is not None:
                 model.set_weights(state.best_weights)
             state.completed = index + 1
@@ -370,6 +385,54 @@ def _run_stage(model, stage, train, validation, settings, steps, callbacks, cach
         raise clear from error
 
 
+def _probe(model, train, cache, state, index, settings):
+    """Fits stage `index`'s linear probe (`tltk.probe`) and makes it the best weights unless the
+    best so far has both a lower validation loss and at least its `monitor`; records it in
+    `state.probe`. Nothing for a head that is not linear, without validation data, or under a
+    `tf.distribute` strategy (the head then keeps Adam's)."""
+    dense = linear_layer(cache.head)
+    if (
+        dense is None
+        or cache.validation is None
+        or distribute.is_distributed(model.distribute_strategy)
+    ):
+        return
+    class_weight = check_class_weight(settings.class_weight, model)
+    probe = fit_probe(cache.train, cache.validation, dense.units, class_weight=class_weight)
+    if probe is None:
+        return
+    dtype = dense.kernel.dtype
+    dense.set_weights([probe.kernel.astype(dtype), probe.bias.astype(dtype)])
+    x, y, *weights = cache.validation
+    with distribute.scope(model):  # fresh metrics: the stage's were updated in the cache's graph
+        loss, metrics = objective(model, train, loss=settings.loss)
+        cache.head.compile(loss=loss, metrics=metrics)
+    logs = cache.head.evaluate(
+        x,
+        y,
+        sample_weight=weights[0] if weights else None,
+        batch_size=cache.batch_size,
+        verbose=0,
+        return_dict=True,
+    )
+    logs = {f"val_{k}": float(v) for k, v in logs.items()}
+    value, loss = logs.get(settings.monitor), logs.get("val_loss")
+    # Preferred to the trained head unless that is better on both (`bench/bench_head_probe.py`).
+    finite = value is not None and math.isfinite(value) and math.isfinite(loss or 0.0)
+    kept = finite and not state.dominates(value, loss)
+    if kept:
+        state.best_value, state.best_stage, state.best_epoch = value, index, None
+        state.best_loss, state.best_weights = loss, model.get_weights()
+    state.probe = {"stage": index + 1, "C": probe.C, **logs, "kept": kept}
+    state.save(weights=kept)
+    if settings.verbose:
+        print(
+            f"Linear probe (L2 logistic regression, C={probe.C:.3g}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            + (": kept." if kept else ": the trained head is better on both.")
+        )
+
+
 def _stage_callbacks(model, state, index, stage, settings):
     callbacks = [BestTracker(model, state, index, settings.monitor)]
     if settings.checkpoint_dir is not None:
@@ -415,7 +478,11 @@ def _result(model, state, records, settings, finder):
         {k: [logs[k] for logs in epochs] for k in (epochs[0] if epochs else {})}
         for epochs in state.histories
     ]
-    stage1 = (max if state.mode == "max" else min)(histories[0][monitor]) if head_stage else None
+    stage1 = None
+    if head_stage:
+        probed = state.probe is not None and state.probe["stage"] == 1
+        values = histories[0][monitor] + ([state.probe[monitor]] if probed else [])
+        stage1 = (max if state.mode == "max" else min)(values)
     restored = head_stage and len(records) > 1 and state.best_stage == 0
     if restored and verbose:
         print(
@@ -436,6 +503,7 @@ def _result(model, state, records, settings, finder):
         records[0]["learning_rate"] if head_stage else None,
         next((r["learning_rate"] for r in records if r["unfrozen"]), None),
         finder,
+        state.probe,
     )
 
 
