@@ -743,6 +743,74 @@ def export_command(model_path, out_dir, quantize, data_dir, overwrite):
 
 
 @main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--backbone",
+    "backbones",
+    multiple=True,
+    help="A registry name to rank (repeat for each; `tltk backbones` lists them).",
+)
+@click.option(
+    "--model",
+    "model_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A .keras model built by tltk to rank as its own candidate (repeatable).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["logme", "leep", "hscore", "knn", "linear", "all"]),
+    default="logme",
+    show_default=True,
+)
+@click.option("--max-examples", type=click.IntRange(min=2), default=None, help="Score a subset.")
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Side the images are read at (default: the largest candidate input size).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    default="ranking.png",
+    show_default=True,
+    help="Where the bar chart goes (PNG).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_runs_library
+@_trusting_hub_handles
+def rank(data_dir, backbones, model_files, method, max_examples, image_size, plot_path, quiet):
+    """Rank backbones by how well their features fit a folder of labelled images, before any
+    training (LogME by default); prints the table and writes a bar chart.
+
+    Example: tltk rank photos/ --backbone mobilenet_v2 --backbone efficientnet_b0
+    """
+    from tltk import data as tltk_data
+    from tltk.backbones import get_backbone
+    from tltk.model_file import load_model
+    from tltk.ranking import rank_backbones
+
+    if not backbones and not model_files:
+        raise click.UsageError("Name at least one candidate: --backbone NAME or --model FILE.")
+    candidates = [*backbones, *(load_model(path) for path in model_files)]
+    if image_size is None:
+        sides = [max(get_backbone(name).default_input_size) for name in backbones]
+        sides += [max(model.input_shape[1:3]) for model in candidates if not isinstance(model, str)]
+        image_size = max(sides)
+    data = tltk_data.from_directory(
+        data_dir, image_size=(image_size, image_size), validation_split=0.0
+    )
+    _print_skipped(data.skipped)
+    ranking = rank_backbones(
+        data, candidates, method=method, max_examples=max_examples, verbose=0 if quiet else 1
+    )
+    if quiet:
+        click.echo(ranking.table())
+    click.echo(f"Best: {ranking.best.name}. Bar chart: {ranking.plot(plot_path)}")
+
+
+@main.command()
 @click.option(
     "--source",
     type=click.Choice(["keras_applications", "tfhub", "keras_hub", "tltk"]),

@@ -1,0 +1,424 @@
+"""`rank_backbones`: score candidate backbones on the user's own labelled data, before training.
+
+Each candidate's pooled features are computed once (in inference mode, the images resized to
+its own input size by `tltk.data`'s resize), then scored by `tltk.transferability`. The result, a
+`Ranking`, keeps each candidate's built model and features, so the winner can be fine-tuned
+without building or extracting again (`Ranking.model`, `Ranking.features`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import time
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tltk import atomic, transferability
+from tltk.argcheck import integer
+from tltk.data.decode import resize
+from tltk.data.image_data import ImageData
+from tltk.feature_cache import cut_layer
+from tltk.transfer_model import TransferModel
+
+METHODS = ("logme", "leep", "hscore", "knn", "linear")
+ACCURACY_METHODS = ("knn", "linear")  # scores that are accuracies, with a chance level
+NEAR_CHANCE = 0.1  # "close to chance": within this fraction of the way from chance to perfect
+
+
+@dataclasses.dataclass
+class RankRow:
+    """One candidate's scores.
+
+    Attributes:
+        name: str. The registry name, or the built model's name.
+        score: float. Its score by the ranking's method (`nan` where the method does not apply,
+            such as LEEP without a source classifier); larger is better.
+        seconds: float. Time to build it, extract its features and score them.
+        feature_dim: int. Width of its pooled features.
+        scores: dict. `{method: score}` for every method computed.
+    """
+
+    name: str
+    score: float
+    seconds: float
+    feature_dim: int
+    scores: dict
+
+
+@dataclasses.dataclass
+class Ranking:
+    """What `rank_backbones` found: candidates best first, and what it warned about.
+
+    Attributes:
+        method: str. The method that orders `rows` (`"logme"` for `method="all"`).
+        rows: list of RankRow. Best first; candidates whose score is `nan` last.
+        warnings: list of str. The warnings it gave (also issued as `UserWarning`).
+        models: dict. `{name: keras.Model}`: each candidate as built for this data (the
+            registry names with a new head for its classes), ready for `tltk.fine_tune`.
+        features: dict. `{name: (features, labels)}` arrays of the examples scored.
+    """
+
+    method: str
+    rows: list
+    warnings: list
+    models: dict
+    features: dict
+
+    @property
+    def best(self):
+        """The best `RankRow`."""
+        return self.rows[0]
+
+    def model(self, name=None):
+        """The candidate `name` as built for the ranking (default: the best)."""
+        return self.models[self.best.name if name is None else name]
+
+    def table(self):
+        """The ranking as a plain-text table."""
+        methods = [m for m in METHODS if any(m in row.scores for row in self.rows)]
+        header = ["rank", "backbone", *methods, "features", "seconds"]
+        lines = [
+            [str(i), row.name, *(_number(row.scores.get(m)) for m in methods)]
+            + [str(row.feature_dim), f"{row.seconds:.1f}"]
+            for i, row in enumerate(self.rows, start=1)
+        ]
+        widths = [max(len(r[c]) for r in [header, *lines]) for c in range(len(header))]
+        return "\n".join(
+            "  ".join(
+                cell.rjust(w) if c != 1 else cell.ljust(w)
+                for c, (cell, w) in enumerate(zip(r, widths))
+            )
+            for r in [header, *lines]
+        )
+
+    def __str__(self):
+        return self.table()
+
+    def to_dataframe(self):
+        """The rows as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas
+        except ImportError as error:
+            raise ImportError("`to_dataframe` needs pandas: pip install pandas") from error
+        return pandas.DataFrame(
+            [
+                {"backbone": r.name, **r.scores, "feature_dim": r.feature_dim, "seconds": r.seconds}
+                for r in self.rows
+            ]
+        )
+
+    def plot(self, path):
+        """Writes a bar chart of the scores by the ranking's method to `path` (PNG); returns it."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+
+        rows = [r for r in self.rows if math.isfinite(r.score)]
+        figure, axis = pyplot.subplots(figsize=(6, 0.5 + 0.4 * max(len(rows), 1)))
+        axis.barh([r.name for r in rows][::-1], [r.score for r in rows][::-1], color="tab:blue")
+        axis.set_xlabel(f"{self.method} (larger is better)")
+        axis.set_title("Backbones ranked on your data")
+        figure.tight_layout()
+        path = pathlib.Path(path)
+        with atomic.writing(path) as partial:
+            figure.savefig(partial, format="png", dpi=100)
+        pyplot.close(figure)
+        return path
+
+
+def _number(value):
+    return "-" if value is None else ("n/a" if not math.isfinite(value) else f"{value:.4g}")
+
+
+def rank_backbones(
+    data,
+    backbones,
+    *,
+    method="logme",
+    max_examples=None,
+    weights=None,
+    batch_size=64,
+    seed=0,
+    verbose=1,
+):
+    """Ranks candidate backbones by how well their frozen features fit `data`'s labels.
+
+    One forward pass per candidate, no training: LogME by default (see `tltk.transferability`
+    for every method). It warns when even the best candidate scores close to chance, or no
+    better than a random-initialised copy of itself: the data may be too far from every
+    candidate's pretraining, and fine-tuning from scratch may do as well.
+
+    Args:
+        data: `tltk.data.ImageData` (its training and validation examples), or `(x, labels)`
+            arrays: images `(n, h, w, 3)` in 0..255 at any size (each candidate sees them resized
+            to its input size), or, for text classifiers, a list of strings. Labels are class
+            indexes (one-hot labels are accepted).
+        backbones: list. Registry names (built with `tltk.build_classifier` for these classes),
+            and built models (`tltk.TransferModel`s, named by their model name: a model built
+            with `weights=` a file is its own candidate; a text classifier for text data).
+        method: str. `"logme"`, `"leep"` (needs a source classifier: a built candidate whose
+            output is a softmax over its source classes, such as a model trained on another task;
+            `nan` for the others), `"hscore"`, `"knn"` (leave-one-out), `"linear"`
+            (cross-validated probe) or `"all"` (every score; ordered by LogME). Defaults to
+            `"logme"`.
+        max_examples: int or None. Score a stratified random subset of at most this many
+            examples. Defaults to `None` (all).
+        weights: str or None. `weights=` for the candidates given by name. Defaults to `None`:
+            each one's default pretrained weights.
+        batch_size: int. Images per forward pass. Defaults to `64`.
+        seed: int. Seed of the `max_examples` subset. Defaults to `0`.
+        verbose: int. 0 silent, 1 a progress bar per candidate and the table. Defaults to `1`.
+
+    Returns:
+        A `Ranking`.
+
+    Example:
+
+    ```python
+    data = tltk.data.from_directory("photos", image_size=(224, 224))
+    ranking = tltk.rank_backbones(data, ["mobilenet_v2", "efficientnet_b0", "resnet50"])
+    print(ranking)                     # the table, best first
+    model = ranking.model()            # the winner, built for these classes
+    tltk.fine_tune(model, data.train, data.validation)
+    ```
+    """
+    methods = _check_method(method)
+    x, labels, num_classes = _examples(data, max_examples, seed)
+    batch_size = integer("batch_size", batch_size, minimum=1)
+    candidates = _candidates(backbones, num_classes, weights)
+    rows, models, features = [], {}, {}
+    for name, model, built_here in candidates:
+        start = time.perf_counter()
+        if model is None:
+            model = _build(name, num_classes, weights)
+        if verbose:
+            print(f"Extracting features: {name}")
+        pooled = _features(model, x, batch_size, verbose)
+        scores = {}
+        for m in methods:
+            if m == "leep":
+                source = _source_probabilities(model, x, batch_size, built_here)
+                scores[m] = math.nan if source is None else transferability.leep(source, labels)
+            else:
+                scores[m] = transferability.SCORES[m](pooled, labels)
+        seconds = time.perf_counter() - start
+        rows.append(RankRow(name, scores[methods[0]], seconds, pooled.shape[1], scores))
+        models[name], features[name] = model, (pooled, labels)
+    rows.sort(key=lambda r: (not math.isfinite(r.score), -r.score if math.isfinite(r.score) else 0))
+    ranking = Ranking(methods[0], rows, [], models, features)
+    _warn(ranking, x, labels, batch_size)
+    if verbose:
+        print(ranking.table())
+    return ranking
+
+
+def _check_method(method):
+    if method == "all":
+        return list(METHODS)
+    if method not in METHODS:
+        raise ValueError(
+            f"`method` must be one of {', '.join(METHODS)} or 'all'. Received: method={method!r}"
+        )
+    return [method]
+
+
+def _examples(data, max_examples, seed):
+    """`(x, labels, num_classes)` from an `ImageData` or `(x, labels)` arrays."""
+    if isinstance(data, ImageData):
+        if data.label_mode == "multi_hot":
+            raise ValueError(
+                "`rank_backbones` ranks single-label data; this ImageData is multi-label."
+            )
+        parts = [d for d in (data.train, data.validation) if d is not None]
+        batches = [b for part in parts for b in part.as_numpy_iterator()]
+        x = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches])
+        num_classes = data.num_classes
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, labels = data
+        x = list(x) if _is_text(x) else np.asarray(x)
+        labels = np.asarray(labels)
+        num_classes = None
+    else:
+        raise ValueError(
+            "`data` must be a tltk ImageData or an `(x, labels)` pair of arrays. "
+            f"Received: {type(data).__name__}"
+        )
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(axis=1)
+    labels = labels.reshape(-1)
+    if len(labels) != len(x):
+        raise ValueError(f"`data` has {len(x)} examples but {len(labels)} labels.")
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise ValueError("The labels must be class indexes 0..n-1 (or one-hot rows).")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    counts = np.bincount(labels, minlength=num_classes)
+    if len(labels) < 4 or (counts > 0).sum() < 2:
+        raise ValueError(
+            "`data` needs examples of at least 2 classes (4 examples or more) to rank on. "
+            f"Received: {len(labels)} examples, class counts {counts.tolist()}"
+        )
+    if not _is_text(x) and (x.ndim != 4 or x.shape[-1] not in (1, 3)):
+        raise ValueError(
+            f"Images must be an array (n, height, width, 3) of 0..255 pixels. Received: {x.shape}"
+        )
+    if max_examples is not None:
+        keep = _stratified(labels, integer("max_examples", max_examples, minimum=2), seed)
+        x = [x[i] for i in keep] if _is_text(x) else x[keep]
+        labels = labels[keep]
+    return x, labels, num_classes
+
+
+def _stratified(labels, count, seed):
+    """Indexes of a stratified random subset of at most `count` examples, in order."""
+    if count >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = max(1, count // len(classes))
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(keep))
+
+
+def _is_text(x):
+    return isinstance(x, (list, tuple)) and x and isinstance(x[0], str)
+
+
+def _candidates(backbones, num_classes, weights):
+    """`(name, model or None, built_here)` per candidate; names must be unique."""
+    if isinstance(backbones, (str, keras.Model)) or not backbones:
+        raise ValueError(
+            "`backbones` must be a non-empty list of registry names or built models. "
+            f"Received: backbones={backbones!r}"
+        )
+    found, names = [], set()
+    for candidate in backbones:
+        if isinstance(candidate, str):
+            from tltk.backbones import get_backbone
+
+            name, model = get_backbone(candidate).name, None  # a clear error for unknown names
+        elif isinstance(candidate, TransferModel):
+            if cut_layer(candidate) is None and candidate.features is None:
+                raise ValueError(
+                    f"Model {candidate.name!r} has no pooled features layer to rank; build it "
+                    "with tltk.build_classifier or tltk.build_text_classifier."
+                )
+            name, model = candidate.name, candidate
+        else:
+            raise ValueError(
+                "Each candidate must be a registry name or a model built by tltk. "
+                f"Received: {candidate!r}"
+            )
+        if name in names:
+            raise ValueError(
+                f"Two candidates are named {name!r}: give built models distinct names "
+                "(`build_classifier(..., name=...)`)."
+            )
+        names.add(name)
+        found.append((name, model, model is None))
+    return found
+
+
+def _build(name, num_classes, weights):
+    from tltk.builders import build_classifier
+
+    kwargs = {} if weights is None else {"weights": weights}
+    return build_classifier(name, num_classes, **kwargs)
+
+
+def _features(model, x, batch_size, verbose, output=None):
+    """Pooled features (or `output`'s values) of `x` through `model`, in inference mode."""
+    layer = output if output is not None else (model.features or cut_layer(model))
+    extractor = keras.Model(model.inputs, layer.output)
+    size = tuple(model.input_shape[1:3]) if not _is_text(x) else None
+    progress = keras.utils.Progbar(len(x)) if verbose else None
+    parts = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        if size is not None:
+            batch = _resized(batch, size)
+        else:
+            batch = tf.constant(batch)
+        parts.append(np.asarray(extractor(batch, training=False), dtype="float64"))
+        if progress is not None:
+            progress.add(len(parts[-1]))
+    values = np.concatenate(parts)
+    return values.reshape(len(values), -1)
+
+
+def _resized(batch, size):
+    """Images resized to `size` as the data loaders resize them (float32, 0..255)."""
+    images = tf.convert_to_tensor(batch)
+    if images.shape[-1] == 1:
+        images = tf.image.grayscale_to_rgb(images)
+    if tuple(images.shape[1:3]) == size:
+        return tf.cast(images, "float32")
+    if images.dtype != tf.uint8:  # float pixels in 0..255, as tltk.data gives them
+        images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+    return tf.cast(resize(images, size), "float32")
+
+
+def _source_probabilities(model, x, batch_size, built_here):
+    """A built candidate's softmax outputs (its source classifier), else `None`."""
+    if built_here:
+        return None  # its head was just made: no source classes
+    dense = model.layers[-1]
+    activation = keras.activations.serialize(getattr(dense, "activation", None) or "linear")
+    activation = activation if isinstance(activation, str) else activation.get("config")
+    if activation != "softmax" or model.output_shape[-1] < 2:
+        return None
+    return _features(model, x, batch_size, 0, output=model.layers[-1])
+
+
+def _warn(ranking, x, labels, batch_size):
+    """Warns when even the best candidate is close to chance or no better than random weights."""
+    best = ranking.best
+    if not math.isfinite(best.score):
+        return
+    said = []
+    method = ranking.method
+    if method in ACCURACY_METHODS:
+        chance = float(np.bincount(labels).max() / len(labels))
+        if best.score - chance < NEAR_CHANCE * (1 - chance):
+            said.append(
+                f"the best candidate, {best.name}, scores {best.score:.3f} by {method}, close to "
+                f"chance ({chance:.3f})"
+            )
+    if method != "leep":
+        random_copy = _random_copy(ranking.model(best.name))
+        if random_copy is not None:
+            pooled = _features(random_copy, x, batch_size, 0)
+            random_score = transferability.SCORES[method](pooled, labels)
+            if random_score >= best.score:
+                said.append(
+                    f"the best candidate, {best.name}, scores {best.score:.4g} by {method}, no "
+                    f"better than a random-initialised copy of itself ({random_score:.4g})"
+                )
+    for line in said:
+        message = (
+            f"{line}: the data may be too far from every candidate's pretraining. Try other "
+            "backbones, or compare with training from scratch."
+        )
+        ranking.warnings.append(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def _random_copy(model):
+    """The candidate's architecture with freshly initialised weights, or `None` where cloning
+    does not re-initialise it (a TF Hub module loads its own weights) or fails."""
+    try:
+        copy = keras.models.clone_model(model)
+    except Exception:  # noqa: BLE001 - custom layers may not clone; the comparison is skipped
+        return None
+    fresh = any(
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(copy.backbone.weights, model.backbone.weights)
+    )
+    return copy if fresh else None
