@@ -210,3 +210,40 @@ def test_the_rank_command(tmp_path, digits):
     assert (tmp_path / "r.png").is_file() and "Bar chart:" in lines[-1]
     empty = CliRunner().invoke(main, ["rank", str(tmp_path / "photos")])
     assert empty.exit_code == 2 and "--backbone NAME or --model FILE" in empty.output
+
+
+def test_fine_tune_reuses_the_ranked_features(digits):
+    """The ranking's features of `data.train` and `data.validation` go into the head stage's
+    cache instead of a second pass of the backbone; the run is the same as without them."""
+    import keras
+
+    from tltk.feature_cache import FeatureCache, KnownFeatures
+
+    x, y = digits
+    data = tltk.data.from_arrays(
+        x[:120], y[:120], image_size=(32, 32), validation_split=0.25, seed=1
+    )
+    ranking = tltk.rank_backbones(data, ["tltk_glyphnet"], verbose=0)
+    known = ranking.known_features()
+    assert len(known.vectors) == 120
+    model = ranking.model()
+    marked = KnownFeatures(known.extractor, {d: v * 0 + 7 for d, v in known.vectors.items()})
+    cache = FeatureCache(model, data.train, data.validation, known=marked)
+    assert np.all(cache.train[0][0] == 7) and np.all(cache.validation[0] == 7)  # not recomputed
+
+    runs = []
+    for cached in (True, known):  # fresh datasets: the shuffle order is part of the run
+        keras.utils.set_random_seed(5)
+        again = tltk.data.from_arrays(
+            x[:120], y[:120], image_size=(32, 32), validation_split=0.25, seed=1
+        )
+        fresh = tltk.build_classifier("tltk_glyphnet", 10)
+        result = tltk.fine_tune(
+            fresh, again.train, again.validation, epochs=0, cache_features=cached, verbose=0
+        )
+        runs.append(result.histories[0]["val_loss"])
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5)
+
+    other = tltk.build_classifier("tltk_glyphnet", 10, weights=None)
+    with pytest.raises(ValueError, match="computed by another backbone"):
+        tltk.fine_tune(other, data.train, data.validation, cache_features=known, verbose=0)

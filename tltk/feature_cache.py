@@ -9,6 +9,9 @@ one view per epoch.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -19,6 +22,39 @@ from tltk.objectives import check_class_weight, check_labels
 from tltk.transfer_model import TransferModel
 
 PIXELS_PER_BATCH = 256 * 32 * 32  # images per extraction batch times their height and width
+
+
+@dataclasses.dataclass
+class KnownFeatures:
+    """Backbone features computed before (by `tltk.rank_backbones`), for a `FeatureCache` to use
+    instead of running the backbone again on the same images.
+
+    Attributes:
+        extractor: str. `extractor_digest` of the model that computed them; they are used only
+            for a model with the same digest (same architecture up to the cut, same weights).
+        vectors: dict. `{image_digest: feature vector}`.
+    """
+
+    extractor: str
+    vectors: dict
+
+
+def extractor_digest(model):
+    """A digest of `model`'s layers and weights up to its cached cut (see `cut_layer`)."""
+    cut = model.features or model.backbone
+    names = [layer.name for layer in model.layers]
+    digest = hashlib.sha256()
+    for layer in model.layers[: names.index(cut.name) + 1]:
+        digest.update(f"{layer.name}:{type(layer).__name__};".encode())
+        for weight in layer.weights:
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def image_digests(images):
+    """One digest per image of a batch, of its pixels as float32 (as the model receives them)."""
+    images = np.asarray(images, dtype="float32")
+    return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images]
 
 
 def cut_layer(model, *, frozen=False):
@@ -51,6 +87,9 @@ class FeatureCache:
         validation: tf.data.Dataset or None. Batches like `train`. Defaults to `None`.
         views: int. Augmented views of `train` to cache when the model has an augmentation
             layer (each epoch uses the next view); ignored without one. Defaults to `4`.
+        known: KnownFeatures or None. Features of some of the images computed before: a batch
+            whose images all have one is not run through the backbone again (the augmented
+            views are always computed). Defaults to `None`.
 
     Attributes:
         head: keras.Model. Features -> predictions, made of `model`'s own head layers (shared
@@ -71,7 +110,7 @@ class FeatureCache:
     ```
     """
 
-    def __init__(self, model, train, validation=None, *, views=4):
+    def __init__(self, model, train, validation=None, *, views=4, known=None):
         cut = cut_layer(model)
         if cut is None:
             raise ValueError(
@@ -97,12 +136,16 @@ class FeatureCache:
             lambda images: extractor(augmentation(images, training=True), training=False),
             input_signature=signature,
         )
+        vectors = _known_vectors(model, known)
         count = views if augmentation is not None else 1
         self.train = [
-            _extract(plain if augmentation is None else augmented, train) for _ in range(count)
+            _extract(augmented, train)
+            if augmentation is not None
+            else _extract(plain, train, vectors)
+            for _ in range(count)
         ]
         self.steps_per_epoch = -(-len(self.train[0][0]) // self.batch_size)
-        self.validation = None if validation is None else _extract(plain, validation)
+        self.validation = None if validation is None else _extract(plain, validation, vectors)
         check_labels(self.train[0][1], model, "`train`")
         if self.validation is not None:
             check_labels(self.validation[1], model, "`validation`")
@@ -322,7 +365,24 @@ def _batch_size(dataset):
     return int(images.shape[0])
 
 
-def _extract(extract, dataset):
+def _known_vectors(model, known):
+    if known is None:
+        return None
+    if not isinstance(known, KnownFeatures):
+        raise ValueError(
+            "`known` (fine_tune's `cache_features`) must be True, False or the KnownFeatures "
+            f"that Ranking.known_features returns. Received: {type(known).__name__}"
+        )
+    if known.extractor != extractor_digest(model):
+        raise ValueError(
+            f"These known features were computed by another backbone (or other weights) than "
+            f"model {model.name!r}'s: pass those of `ranking.known_features(name)` for the "
+            "candidate this model is (`ranking.model(name)`), or cache_features=True."
+        )
+    return known.vectors
+
+
+def _extract(extract, dataset, known=None):
     """Runs `extract` over `dataset`; returns `(features, labels[, sample_weights])` arrays.
 
     Batches of small images are merged up to `PIXELS_PER_BATCH`: on 2 CPU cores, GlyphNet at
@@ -336,16 +396,21 @@ def _extract(extract, dataset):
     for batch in dataset.prefetch(tf.data.AUTOTUNE):
         pending.append([np.asarray(t) for t in batch])
         if sum(len(b[0]) for b in pending) >= rows:
-            parts.append(_run(extract, pending))
+            parts.append(_run(extract, pending, known))
             pending = []
     if pending:
-        parts.append(_run(extract, pending))
+        parts.append(_run(extract, pending, known))
     if not parts:
         raise ValueError("Received an empty dataset: there is nothing to compute features of.")
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
-def _run(extract, batches):
-    """`(features, labels[, sample_weights])` of some batches, their images in one call."""
+def _run(extract, batches, known=None):
+    """`(features, labels[, sample_weights])` of some batches, their images in one call (or
+    from `known` vectors, when it has every image's)."""
     values = [np.concatenate(v) for v in zip(*batches)]
+    if known:
+        found = [known.get(digest) for digest in image_digests(values[0])]
+        if all(vector is not None for vector in found):
+            return (np.stack(found).astype(keras.config.floatx()), *values[1:])
     return (extract(values[0]).numpy(), *values[1:])

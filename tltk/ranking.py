@@ -22,7 +22,7 @@ from tltk import atomic, transferability
 from tltk.argcheck import integer
 from tltk.data.decode import resize
 from tltk.data.image_data import ImageData
-from tltk.feature_cache import cut_layer
+from tltk.feature_cache import KnownFeatures, cut_layer, extractor_digest, image_digests
 from tltk.transfer_model import TransferModel
 
 METHODS = ("logme", "leep", "hscore", "knn", "linear")
@@ -68,6 +68,7 @@ class Ranking:
     warnings: list
     models: dict
     features: dict
+    _digests: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def best(self):
@@ -77,6 +78,15 @@ class Ranking:
     def model(self, name=None):
         """The candidate `name` as built for the ranking (default: the best)."""
         return self.models[self.best.name if name is None else name]
+
+    def known_features(self, name=None):
+        """The features of candidate `name` (default: the best) as `fine_tune(...,
+        cache_features=...)` takes them: its head stage then skips the backbone for the images
+        ranked (same pixels at the model's input size), e.g. `data.train` and `data.validation`
+        of the `ImageData` ranked."""
+        name = self.best.name if name is None else name
+        features, digests = self.features[name][0], self._digests[name]
+        return KnownFeatures(extractor_digest(self.models[name]), dict(zip(digests, features)))
 
     def table(self):
         """The ranking as a plain-text table."""
@@ -192,14 +202,14 @@ def rank_backbones(
     x, labels, num_classes = _examples(data, max_examples, seed)
     batch_size = integer("batch_size", batch_size, minimum=1)
     candidates = _candidates(backbones, num_classes, weights)
-    rows, models, features = [], {}, {}
+    rows, models, features, digests = [], {}, {}, {}
     for name, model, built_here in candidates:
         start = time.perf_counter()
         if model is None:
             model = _build(name, num_classes, weights)
         if verbose:
             print(f"Extracting features: {name}")
-        pooled = _features(model, x, batch_size, verbose)
+        pooled, digests[name] = _features(model, x, batch_size, verbose, digests=True)
         scores = {}
         for m in methods:
             if m == "leep":
@@ -211,7 +221,7 @@ def rank_backbones(
         rows.append(RankRow(name, scores[methods[0]], seconds, pooled.shape[1], scores))
         models[name], features[name] = model, (pooled, labels)
     rows.sort(key=lambda r: (not math.isfinite(r.score), -r.score if math.isfinite(r.score) else 0))
-    ranking = Ranking(methods[0], rows, [], models, features)
+    ranking = Ranking(methods[0], rows, [], models, features, digests)
     _warn(ranking, x, labels, batch_size)
     if verbose:
         print(ranking.table())
@@ -333,24 +343,27 @@ def _build(name, num_classes, weights):
     return build_classifier(name, num_classes, **kwargs)
 
 
-def _features(model, x, batch_size, verbose, output=None):
-    """Pooled features (or `output`'s values) of `x` through `model`, in inference mode."""
+def _features(model, x, batch_size, verbose, output=None, digests=False):
+    """Pooled features (or `output`'s values) of `x` through `model`, in inference mode; with
+    `digests`, also each input image's `image_digests` (for images)."""
     layer = output if output is not None else (model.features or cut_layer(model))
     extractor = keras.Model(model.inputs, layer.output)
     size = tuple(model.input_shape[1:3]) if not _is_text(x) else None
     progress = keras.utils.Progbar(len(x)) if verbose else None
-    parts = []
+    parts, names = [], []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
         if size is not None:
             batch = _resized(batch, size)
+            names += image_digests(batch) if digests else []
         else:
             batch = tf.constant(batch)
         parts.append(np.asarray(extractor(batch, training=False), dtype="float64"))
         if progress is not None:
             progress.add(len(parts[-1]))
     values = np.concatenate(parts)
-    return values.reshape(len(values), -1)
+    values = values.reshape(len(values), -1)
+    return (values, names) if digests else values
 
 
 def _resized(batch, size):

@@ -197,8 +197,10 @@ def fine_tune(
             changes the result (a setting, the class count or names, the data's spec, batches or
             first batch) is refused with an error naming each difference: pass a new folder to
             train anew. Defaults to `None`.
-        cache_features: bool. Train stage 1 on cached backbone features when the model allows
-            it (see `tltk.feature_cache`). Defaults to `True`.
+        cache_features: bool or KnownFeatures. Train stage 1 on cached backbone features when
+            the model allows it (see `tltk.feature_cache`); `ranking.known_features(name)` (from
+            `tltk.rank_backbones`) also reuses the features the ranking computed, where the
+            images are the same. Defaults to `True`.
         augmented_views: int. With an augmentation layer, how many augmented views of the
             training set stage 1 caches. Defaults to `4`.
         train_bn: bool. Let BatchNorm layers of unfrozen groups train. Defaults to the model's
@@ -287,7 +289,9 @@ def _cache(model, train, validation, settings, state):
     if not needed or not settings.cache_features or cut_layer(model, frozen=True) is None:
         return None
     freezing.freeze(model)
-    return FeatureCache(model, train, validation, views=settings.augmented_views)
+    return FeatureCache(
+        model, train, validation, views=settings.augmented_views, known=settings.known_features
+    )
 
 
 def _choose_rates(model, train, settings, state, cache):

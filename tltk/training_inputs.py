@@ -45,6 +45,7 @@ class Settings:
     callbacks: list
     checkpoint_dir: object
     cache_features: bool
+    known_features: object  # `cache_features` when it is a `feature_cache.KnownFeatures`
     augmented_views: int
     train_bn: bool
     loss: object
@@ -56,7 +57,7 @@ class Settings:
         values = {
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
-            if field.name not in ("callbacks", "checkpoint_dir", "verbose")
+            if field.name not in ("callbacks", "checkpoint_dir", "verbose", "known_features")
         }
         values["stages"] = [stage.as_dict() for stage in self.stages]
         values["optimizer"] = _describe(self.optimizer)
@@ -129,6 +130,7 @@ def check_settings(
         callbacks=_callbacks(callbacks),
         checkpoint_dir=checkpoint_dir,
         cache_features=bool(cache_features),
+        known_features=None if isinstance(cache_features, bool) else cache_features,
         augmented_views=integer("augmented_views", augmented_views, minimum=1),
         train_bn=bool(model.train_bn if train_bn is None else train_bn),
         loss=loss,
