@@ -16,6 +16,9 @@ LARGE = {
     "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
     "nasnet_large", "nasnet_mobile", "resnet152", "resnet152_v2", "resnet101", "resnet101_v2",
     "densenet169", "densenet201", "inception_resnet_v2", "vgg19",
+    # 8-16 s each on 2 cores; their families keep a smaller member in the default run.
+    "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
+    "efficientnet_v2_b1", "efficientnet_v2_b2", "efficientnet_v2_b3", "inception_v3",
 }  # fmt: skip
 
 KERAS_APPS = tltk.list_backbones(source="keras_applications")

@@ -35,6 +35,7 @@ def test_a_model_built_in_a_mirrored_strategy_scope_trains_evaluates_and_exports
     assert "export/model_float32.tflite" in _files(out)
 
 
+@pytest.mark.slow  # about a minute on 2 cores: CI's slow step runs it
 def test_multi_worker_fine_tune_agrees_on_both_workers_and_only_the_chief_writes(tmp_path):
     outs = [tmp_path / "chief", tmp_path / "other"]  # one folder each: what each one writes
     results = [tmp_path / "0.json", tmp_path / "1.json"]

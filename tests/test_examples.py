@@ -4,6 +4,7 @@ import pathlib
 import runpy
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 
@@ -17,6 +18,7 @@ def test_quickstart_script_learns_and_exports(tmp_path):
     assert (tmp_path / "run" / "export" / "model_int8.tflite").stat().st_size > 0
 
 
+@pytest.mark.slow  # 25 s on 2 cores: CI's slow step runs it
 def test_colab_notebook_runs_offline_with_each_fallback(tmp_path):
     """Every cell runs, the Colab-only ones too: offline, each says so and falls back (installed
     tltk, digits for tf_flowers, the demo backbone for ImageNet weights, no GPU, no download)."""
@@ -55,6 +57,7 @@ def test_colab_notebook_runs_offline_with_each_fallback(tmp_path):
     assert len(images) == 3
 
 
+@pytest.mark.slow  # 50 s on 2 cores: CI's slow step runs it
 def test_text_classification_example_learns_topics(tmp_path):
     example = runpy.run_path(
         str(ROOT / "examples" / "text_classification.py"), run_name="text_example"
