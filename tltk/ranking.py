@@ -16,13 +16,11 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tltk import atomic, transferability
 from tltk.argcheck import integer
-from tltk.data.decode import resize
-from tltk.data.image_data import ImageData
-from tltk.feature_cache import KnownFeatures, cut_layer, extractor_digest, image_digests
+from tltk.feature_cache import KnownFeatures, cut_layer, extractor_digest
+from tltk.features import labelled_examples, pooled_features
 from tltk.transfer_model import TransferModel
 
 METHODS = ("logme", "leep", "hscore", "knn", "linear")
@@ -199,7 +197,7 @@ def rank_backbones(
     ```
     """
     methods = _check_method(method)
-    x, labels, num_classes = _examples(data, max_examples, seed)
+    x, labels, num_classes = labelled_examples(data, max_examples, seed)
     batch_size = integer("batch_size", batch_size, minimum=1)
     candidates = _candidates(backbones, num_classes, weights)
     rows, models, features, digests = [], {}, {}, {}
@@ -209,7 +207,7 @@ def rank_backbones(
             model = _build(name, num_classes, weights)
         if verbose:
             print(f"Extracting features: {name}")
-        pooled, digests[name] = _features(model, x, batch_size, verbose, digests=True)
+        pooled, digests[name] = pooled_features(model, x, batch_size, verbose, digests=True)
         scores = {}
         for m in methods:
             if m == "leep":
@@ -236,69 +234,6 @@ def _check_method(method):
             f"`method` must be one of {', '.join(METHODS)} or 'all'. Received: method={method!r}"
         )
     return [method]
-
-
-def _examples(data, max_examples, seed):
-    """`(x, labels, num_classes)` from an `ImageData` or `(x, labels)` arrays."""
-    if isinstance(data, ImageData):
-        if data.label_mode == "multi_hot":
-            raise ValueError(
-                "`rank_backbones` ranks single-label data; this ImageData is multi-label."
-            )
-        parts = [d for d in (data.train, data.validation) if d is not None]
-        batches = [b for part in parts for b in part.as_numpy_iterator()]
-        x = np.concatenate([b[0] for b in batches])
-        labels = np.concatenate([b[1] for b in batches])
-        num_classes = data.num_classes
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, labels = data
-        x = list(x) if _is_text(x) else np.asarray(x)
-        labels = np.asarray(labels)
-        num_classes = None
-    else:
-        raise ValueError(
-            "`data` must be a tltk ImageData or an `(x, labels)` pair of arrays. "
-            f"Received: {type(data).__name__}"
-        )
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        labels = labels.argmax(axis=1)
-    labels = labels.reshape(-1)
-    if len(labels) != len(x):
-        raise ValueError(f"`data` has {len(x)} examples but {len(labels)} labels.")
-    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise ValueError("The labels must be class indexes 0..n-1 (or one-hot rows).")
-    if num_classes is None:
-        num_classes = int(labels.max()) + 1 if labels.size else 0
-    counts = np.bincount(labels, minlength=num_classes)
-    if len(labels) < 4 or (counts > 0).sum() < 2:
-        raise ValueError(
-            "`data` needs examples of at least 2 classes (4 examples or more) to rank on. "
-            f"Received: {len(labels)} examples, class counts {counts.tolist()}"
-        )
-    if not _is_text(x) and (x.ndim != 4 or x.shape[-1] not in (1, 3)):
-        raise ValueError(
-            f"Images must be an array (n, height, width, 3) of 0..255 pixels. Received: {x.shape}"
-        )
-    if max_examples is not None:
-        keep = _stratified(labels, integer("max_examples", max_examples, minimum=2), seed)
-        x = [x[i] for i in keep] if _is_text(x) else x[keep]
-        labels = labels[keep]
-    return x, labels, num_classes
-
-
-def _stratified(labels, count, seed):
-    """Indexes of a stratified random subset of at most `count` examples, in order."""
-    if count >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = max(1, count // len(classes))
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
-    return np.sort(np.concatenate(keep))
-
-
-def _is_text(x):
-    return isinstance(x, (list, tuple)) and x and isinstance(x[0], str)
 
 
 def _candidates(backbones, num_classes, weights):
@@ -343,41 +278,6 @@ def _build(name, num_classes, weights):
     return build_classifier(name, num_classes, **kwargs)
 
 
-def _features(model, x, batch_size, verbose, output=None, digests=False):
-    """Pooled features (or `output`'s values) of `x` through `model`, in inference mode; with
-    `digests`, also each input image's `image_digests` (for images)."""
-    layer = output if output is not None else (model.features or cut_layer(model))
-    extractor = keras.Model(model.inputs, layer.output)
-    size = tuple(model.input_shape[1:3]) if not _is_text(x) else None
-    progress = keras.utils.Progbar(len(x)) if verbose else None
-    parts, names = [], []
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        if size is not None:
-            batch = _resized(batch, size)
-            names += image_digests(batch) if digests else []
-        else:
-            batch = tf.constant(batch)
-        parts.append(np.asarray(extractor(batch, training=False), dtype="float64"))
-        if progress is not None:
-            progress.add(len(parts[-1]))
-    values = np.concatenate(parts)
-    values = values.reshape(len(values), -1)
-    return (values, names) if digests else values
-
-
-def _resized(batch, size):
-    """Images resized to `size` as the data loaders resize them (float32, 0..255)."""
-    images = tf.convert_to_tensor(batch)
-    if images.shape[-1] == 1:
-        images = tf.image.grayscale_to_rgb(images)
-    if tuple(images.shape[1:3]) == size:
-        return tf.cast(images, "float32")
-    if images.dtype != tf.uint8:  # float pixels in 0..255, as tltk.data gives them
-        images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
-    return tf.cast(resize(images, size), "float32")
-
-
 def _source_probabilities(model, x, batch_size, built_here):
     """A built candidate's softmax outputs (its source classifier), else `None`."""
     if built_here:
@@ -387,7 +287,7 @@ def _source_probabilities(model, x, batch_size, built_here):
     activation = activation if isinstance(activation, str) else activation.get("config")
     if activation != "softmax" or model.output_shape[-1] < 2:
         return None
-    return _features(model, x, batch_size, 0, output=model.layers[-1])
+    return pooled_features(model, x, batch_size, 0, output=model.layers[-1])
 
 
 def _warn(ranking, x, labels, batch_size):
@@ -407,7 +307,7 @@ def _warn(ranking, x, labels, batch_size):
     if method != "leep":
         random_copy = _random_copy(ranking.model(best.name))
         if random_copy is not None:
-            pooled = _features(random_copy, x, batch_size, 0)
+            pooled = pooled_features(random_copy, x, batch_size, 0)
             random_score = transferability.SCORES[method](pooled, labels)
             if random_score >= best.score:
                 said.append(
