@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tltk import freezing
+from tltk import freezing, lora
 from tltk.argcheck import is_integer
 from tltk.backbones.registry import BackboneSpec, get_backbone, is_registered
 from tltk.backbones.weights import construct_with_weights, load_weights_file
@@ -34,6 +34,8 @@ def build_classifier(
     augmentation=None,
     class_names=None,
     dtype_policy=None,
+    lora_rank=None,
+    lora_alpha=None,
     name=None,
 ):
     """Builds an image classifier on a pretrained backbone, with the backbone frozen.
@@ -77,10 +79,24 @@ def build_classifier(
             adds loss scaling for `"mixed_float16"`. Kept in the model: a reloaded model keeps
             it, whatever the global policy then. `tltk.export` writes float32 files of it.
             Defaults to `None`: Keras' global policy (`keras.mixed_precision.set_global_policy`).
+        lora_rank: int or None. Put Keras' LoRA of this rank on every convolution and dense
+            layer of the backbone (`Conv1D/2D/3D`, `Dense`, `EinsumDense`; not `DepthwiseConv2D`,
+            which Keras cannot adapt): their kernels and biases stay frozen, the low-rank factors
+            train. The model is then built with the adapters and the head trainable, BatchNorm as
+            `train_bn` says, everything else frozen; `tltk.unfreeze` and `tltk.fine_tune` never
+            unfreeze the base weights (`fine_tune`'s default plan: the head on cached features,
+            then the adapters and the head together). `tltk.layer_groups` shows what trains.
+            Keras saves each layer with its update merged into the kernel and reloads it with the
+            factors at zero; `tltk.load_model` (and `unfreeze`) draw `A` afresh so they train
+            again. `tltk.export` writes the merged kernels: the files are those of a plain model.
+            Defaults to `None` (no LoRA).
+        lora_alpha: float or None. The LoRA update is scaled by `lora_alpha / lora_rank`; only
+            with `lora_rank`. Defaults to `None`: `lora_rank` (a scale of 1).
         name: str. Model name. Defaults to `"<backbone>_classifier"`.
 
     Returns:
-        A `tltk.TransferModel` with the backbone frozen and the head trainable (not compiled).
+        A `tltk.TransferModel` with the backbone frozen (but its LoRA adapters) and the head
+        trainable (not compiled).
 
     Example:
 
@@ -95,6 +111,9 @@ def build_classifier(
     >>> model = tltk.build_classifier("tltk_glyphnet", 3)  # its default weights ship with tltk
     >>> model.input_shape, model.output_shape, model.train_bn
     ((None, 32, 32, 3), (None, 3), False)
+    >>> lora = tltk.build_classifier("tltk_glyphnet", 3, lora_rank=2)
+    >>> lora.lora_rank, f"{tltk.freezing.trainable_fraction(lora):.1%}"
+    (2, '2.6%')
     """
     spec, custom = _resolve_backbone(backbone)
     input_shape = _check_input_shape(spec, custom, input_shape)
@@ -109,6 +128,7 @@ def build_classifier(
     weights_path = _check_weights(spec, custom, weights)
     if not isinstance(train_bn, bool):
         raise ValueError(f"`train_bn` must be True or False. Received: train_bn={train_bn!r}")
+    lora_rank, lora_alpha = lora.check_args(lora_rank, lora_alpha)
 
     with policy_scope(dtype_policy):  # Keras' layers take the global policy when made
         if custom is not None:
@@ -121,6 +141,8 @@ def build_classifier(
             features_model.name = spec.name
         if weights_path:
             load_weights_file(features_model, weights_path)
+        if lora_rank is not None:
+            lora.enable(features_model, lora_rank, lora_alpha)
 
         inputs = keras.Input(input_shape, name=INPUT_NAME)
         x = inputs
@@ -150,9 +172,14 @@ def build_classifier(
             train_bn=train_bn,
             backbone_name=spec.name if spec is not None else None,
             class_names=class_names,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
             dtype_policy=keras.mixed_precision.global_policy().name,
         )
-    return freezing.freeze(model)
+    freezing.freeze(model)
+    if lora_rank is not None:  # the adapters train; `unfreeze` keeps the base weights frozen
+        freezing.unfreeze(model, "all")
+    return model
 
 
 def _resolve_backbone(backbone):

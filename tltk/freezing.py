@@ -5,8 +5,9 @@ top, from the backbone's `BackboneSpec` at build time); the head is one more gro
 always trainable. `unfreeze` works on group names, never on
 layer indexes. BatchNorm layers stay frozen (and so in inference mode, with fixed statistics) when
 their group is unfrozen, unless `train_bn=True` (keras-team/keras#20285). Layers with Keras LoRA
-enabled (`tltk.build_text_classifier(..., lora_rank=4)`) keep their base weights frozen: only the
-adapters train.
+enabled (`tltk.build_classifier(..., lora_rank=4)`, `tltk.build_text_classifier(...,
+lora_rank=4)`) keep their base weights frozen: only the adapters (and BatchNorm, with `train_bn`)
+of an unfrozen group train.
 
 Changing what is trainable requires `model.compile(...)` again before training.
 """
@@ -19,8 +20,8 @@ import math
 import keras
 
 from tltk.argcheck import is_integer
-from tltk.backbones.keras_hub import keep_lora_only
 from tltk.backbones.registry import assign_groups
+from tltk.lora import keep_lora_only, revive
 from tltk.transfer_model import HEAD_GROUP, as_transfer_model
 
 
@@ -45,6 +46,11 @@ class LayerGroup:
         """Whether any parameter of the group trains."""
         return self.trainable_params > 0
 
+    @property
+    def trainable_fraction(self) -> float:
+        """`trainable_params / total_params` (0.0 for a group without parameters)."""
+        return self.trainable_params / self.total_params if self.total_params else 0.0
+
     def __repr__(self):
         return (
             f"LayerGroup({self.name!r}, layers={len(self.layers)}, "
@@ -67,6 +73,18 @@ def layer_groups(model: keras.Model) -> list:
     groups = [_group(name, layers) for name, layers in backbone_groups(model)]
     groups.append(_group(HEAD_GROUP, model.head_layers))
     return groups
+
+
+def trainable_fraction(model: keras.Model) -> float:
+    """The fraction of all of `model`'s parameters (BatchNorm statistics and LoRA factors
+    included) that training would update now.
+
+    >>> import tltk
+    >>> trainable_fraction(tltk.build_classifier("tltk_glyphnet", 3, weights=None)) < 0.01
+    True
+    """
+    total = sum(math.prod(w.shape) for w in model.weights)
+    return sum(math.prod(w.shape) for w in model.trainable_weights) / total if total else 0.0
 
 
 def freeze(model: keras.Model) -> keras.Model:
@@ -119,8 +137,9 @@ def unfreeze(model: keras.Model, groups=1, *, train_bn=None) -> keras.Model:
                 layer.trainable = train_bn or not isinstance(layer, keras.layers.BatchNormalization)
             else:
                 layer.trainable = states[id(layer)]
-    # LoRA-enabled layers keep their base weights frozen; a no-op without LoRA.
-    keep_lora_only(backbone)
+    # LoRA-enabled layers keep their base weights frozen, and adapters that a reload left at
+    # zero (they would get no gradient) are drawn afresh; a no-op without LoRA.
+    keep_lora_only(revive(backbone, alpha=model.lora_alpha))
     if hasattr(backbone, "train_bn"):  # a TF Hub module runs its own BatchNorm-like state
         backbone.train_bn = train_bn
     return model

@@ -8,6 +8,7 @@ import zipfile
 import keras
 
 from tltk.backbones.hub_module import trust_hub_handles
+from tltk.lora import revive
 
 # The first bytes of each kind of file: a .keras zip archive, a legacy HDF5 model, a TFLite
 # flatbuffer (its identifier at bytes 4-8).
@@ -21,7 +22,9 @@ def load_model(path, *, trusted_hub_handles=(), compile=True):
     Safe mode runs no code from the file: no `Lambda` layer, and no TF Hub module (`HubLayer`)
     or `TFSMLayer`, whose SavedModel graph would run on load. A model on a TF Hub backbone that
     you trust loads with its handle in `trusted_hub_handles`. A TFLite, corrupt or truncated file
-    gets an error naming it and saying what it is instead of a Keras traceback.
+    gets an error naming it and saying what it is instead of a Keras traceback. LoRA adapters,
+    which Keras merges into the kernels on save and loads at zero, get a new `A` factor (see
+    `tltk.lora`), so they train again; the predictions are unchanged.
 
     Args:
         path: str or Path. The model file, ending in `.keras` or `.h5`.
@@ -42,7 +45,8 @@ def load_model(path, *, trusted_hub_handles=(), compile=True):
     path = pathlib.Path(path)
     _check_file(path)
     with trust_hub_handles(trusted_hub_handles):
-        return keras.models.load_model(path, compile=compile, safe_mode=True)
+        model = keras.models.load_model(path, compile=compile, safe_mode=True)
+    return revive(model, alpha=getattr(model, "lora_alpha", None))
 
 
 def _check_file(path):

@@ -56,7 +56,8 @@ class FineTuneResult:
         model: keras.Model. The trained model (the same object that was passed in).
         stages: list of dict. Per stage, its `tltk.Stage` fields (`"unfrozen"`, `"epochs"`,
             `"learning_rate"`, `"cached"`, `"converge"`, `"patience"`) with the rates chosen,
-            and `"learning_rates"` (`{group: peak rate}`).
+            `"learning_rates"` (`{group: peak rate}`) and `"trainable_fraction"` (of all the
+            model's parameters, `tltk.freezing.trainable_fraction`).
         histories: list of dict. Per stage, `{metric: [value per epoch]}` as `History.history`.
         monitor: str. The validation metric that chose the weights, e.g. `"val_accuracy"`.
         best_metric: float. Its best value, which the returned weights have.
@@ -93,6 +94,12 @@ class FineTuneResult:
     fine_tune_lr: float | None = None
     lr_finder: object = None
     probe: dict | None = None
+
+    @property
+    def trainable_fraction(self) -> float:
+        """The largest fraction of the model's parameters that a stage trained (a LoRA model:
+        its adapters and head)."""
+        return max(stage["trainable_fraction"] for stage in self.stages)
 
 
 def fine_tune(
@@ -338,6 +345,7 @@ def _prepare(model, stage, settings):
     return {
         **stage.as_dict(),
         "learning_rates": {g: stage.learning_rate * m for g, m in multipliers.items()},
+        "trainable_fraction": freezing.trainable_fraction(model),
     }
 
 

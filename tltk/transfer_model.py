@@ -55,6 +55,11 @@ class TransferModel(keras.Model):
         class_names: list, dict or None. The class names of the output, one per unit: a list for
             a one-head model, or `{head_name: list}`. Prediction, evaluation and export use them.
             Defaults to `None` (set them later with `model.class_names = [...]`).
+        lora_rank: int or None. The LoRA rank of the backbone's adapted layers
+            (`tltk.build_classifier(..., lora_rank=...)`), `None` without LoRA. Defaults to
+            `None`.
+        lora_alpha: float or None. The LoRA scale's numerator (`alpha / rank`). Defaults to
+            `None`.
         dtype_policy: str or None. The policy the model was built under (`"mixed_float16"`,
             `"mixed_bfloat16"`, `"float32"`), kept in its config so that a reloaded model trains
             as it was built (`compile` adds loss scaling for `"mixed_float16"`) whatever the
@@ -86,6 +91,8 @@ class TransferModel(keras.Model):
         "backbone_name",
         "modality",
         "class_names",
+        "lora_rank",
+        "lora_alpha",
     )
 
     def __init__(
@@ -104,6 +111,8 @@ class TransferModel(keras.Model):
         backbone_name=None,
         modality="image",
         class_names=None,
+        lora_rank=None,
+        lora_alpha=None,
         dtype_policy=None,
         **kwargs,
     ):
@@ -135,6 +144,7 @@ class TransferModel(keras.Model):
         self._modality = modality
         self.train_bn = train_bn
         self.class_names = class_names
+        self._lora_rank, self._lora_alpha = lora_rank, lora_alpha
 
     @property
     def backbone(self):
@@ -193,6 +203,16 @@ class TransferModel(keras.Model):
         return self._backbone_name
 
     @property
+    def lora_rank(self):
+        """The LoRA rank of the backbone's adapted layers, or `None` without LoRA."""
+        return self._lora_rank
+
+    @property
+    def lora_alpha(self):
+        """The LoRA update's scale is `lora_alpha / lora_rank`; `None` without LoRA."""
+        return self._lora_alpha
+
+    @property
     def modality(self) -> str:
         """`"image"` or `"text"`: what the model takes."""
         return self._modality
@@ -232,6 +252,8 @@ class TransferModel(keras.Model):
             "backbone_name": self._backbone_name,
             "modality": self._modality,
             "class_names": {head: list(names) for head, names in self._class_names.items()} or None,
+            "lora_rank": self._lora_rank,
+            "lora_alpha": self._lora_alpha,
             "dtype_policy": self.dtype_policy.name,
         }
 

@@ -21,11 +21,11 @@ import tensorflow as tf
 from tltk.argcheck import integer
 from tltk.backbones.hub import NETWORK_TIMEOUT_S, network_timeout, slug
 from tltk.backbones.registry import BackboneSpec, register_backbone
+from tltk.lora import has_lora, keep_lora_only  # noqa: F401  (text.py: `kh.keep_lora_only`)
 
 PREFIX = "keras_hub:"  # what users write: build_classifier("keras_hub:<preset>", ...)
 NAME_PREFIX = "keras_hub_"  # registry and layer names (TF scope names allow no ":")
 TEXT_FAMILY = "text_transformer"
-LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 # ImagePreprocessing mode -> the (scale, offset) a keras-hub ImageConverter applies to pixels.
@@ -359,7 +359,7 @@ def load_text_encoder(preset, *, sequence_length=128, lora_rank=None):
     name = NAME_PREFIX + slug(folder)
     if lora_rank is not None:
         backbone.enable_lora(lora_rank)
-        if not any(getattr(layer, "lora_enabled", False) for layer in backbone._flatten_layers()):
+        if not has_lora(backbone):
             raise ValueError(
                 f"keras-hub preset {preset!r} has no layers named "
                 f"{backbone.default_lora_layer_names()} "
@@ -404,24 +404,3 @@ def text_groups(encoder):
         for group, members in parts
         if any(encoder.get_layer(n).weights for n in members)
     )
-
-
-def has_lora(layer):
-    """Whether any sublayer of `layer` has LoRA enabled."""
-    return any(getattr(sub, "lora_enabled", False) for sub in layer._flatten_layers())
-
-
-def keep_lora_only(layer):
-    """In a LoRA-enabled layer or model, leaves only LoRA weights trainable (base weights frozen).
-
-    Setting `trainable = True` on a Keras layer makes all its weights trainable again, LoRA's
-    frozen base kernels included; call this after unfreezing a backbone that has LoRA.
-
-    Returns:
-        `layer`.
-    """
-    if has_lora(layer):
-        for weight in layer.trainable_weights:
-            if weight.name not in LORA_WEIGHTS:
-                weight.trainable = False
-    return layer

@@ -16,6 +16,7 @@ from tltk.export.parity import RANDOM
 from tltk.export.runtime import TFLiteRunner
 from tltk.export.saved_model import check_classifier, write_saved_model
 from tltk.export.tflite import check_quantization, convert
+from tltk.lora import merged_copy
 from tltk.precision import float32_copy, reduced_dtype
 from tltk.transfer_model import TransferModel
 
@@ -37,6 +38,9 @@ class ImageAdapter:
         activation: str. The last layer's activation (`"linear"`: a softmax is added).
         precision: str or None. `"float16"` or `"bfloat16"` when the model computes in it (a
             mixed policy): the files are written from `tltk.precision.float32_copy(model)`.
+        model: keras.Model. What the files are written from: the model, with any LoRA update
+            merged into its kernels (`tltk.lora.merged_copy`: the graph of a plain model), in
+            float32.
 
     Example:
 
@@ -49,7 +53,7 @@ class ImageAdapter:
     def __init__(self, model):
         self.input_shape, self.num_classes, self.activation = check_classifier(model)
         self.precision = reduced_dtype(model)
-        self.model = float32_copy(model)
+        self.model = float32_copy(merged_copy(model))
         self.representative = None
 
     def check_quantization(self, quantization):

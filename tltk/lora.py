@@ -1,0 +1,191 @@
+"""LoRA on a backbone with Keras' own `enable_lora`, and the merge that export runs first.
+
+`tltk.build_classifier(..., lora_rank=4)` calls `enable` on the backbone's convolution and dense
+layers (`Conv1D`/`Conv2D`/`Conv3D`, `Dense`, `EinsumDense`; Keras has no LoRA for
+`DepthwiseConv2D`): each keeps its kernel `W` frozen and learns `A` (the kernel's shape with
+`rank` output channels) and `B` (`rank x filters`); it computes with `W + alpha / rank * A @ B`,
+the product taken over the last axis, so a conv kernel `(h, w, in, out)` gets a full-rank
+`(h, w, in, rank)` factor. `B` starts at zero: a new LoRA model computes exactly what the plain
+model does.
+
+Keras merges `A @ B` into the kernel when it saves a LoRA layer and sets both factors to zero when
+it loads one (`keras.models.load_model` gives the same predictions, with the adapters at zero).
+Two zero factors get zero gradients, so `revive` draws `A` afresh (still `B = 0`: the outputs do
+not change); `tltk.unfreeze`, `tltk.fine_tune` and `tltk.load_model` call it.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tltk.argcheck import integer, real
+
+LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
+ADAPTABLE = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+)
+
+
+def check_args(lora_rank, lora_alpha):
+    """`(rank, alpha)` checked: an int >= 1 and a positive number (`None`: `rank`), or
+    `(None, None)` without LoRA; a `ValueError` naming the argument otherwise."""
+    if lora_rank is None:
+        if lora_alpha is not None:
+            raise ValueError(
+                "`lora_alpha` scales the LoRA update and needs `lora_rank`; pass lora_rank=4 "
+                f"(say) too, or leave lora_alpha out. Received: lora_alpha={lora_alpha!r}"
+            )
+        return None, None
+    rank = integer("lora_rank", lora_rank, minimum=1)
+    alpha = rank if lora_alpha is None else real("lora_alpha", lora_alpha, "(0, inf)")
+    return rank, alpha
+
+
+def enable(backbone, rank, alpha):
+    """Enables LoRA of `rank` on every convolution and dense layer of `backbone` (nested ones too).
+
+    Args:
+        backbone: keras.Layer. The backbone (a `keras.Model`, or one layer).
+        rank: int. The LoRA rank.
+        alpha: float. The update is scaled by `alpha / rank`.
+
+    Returns:
+        The list of layers adapted.
+
+    Example:
+
+    >>> from tltk.backbones.glyphnet import glyphnet
+    >>> len(enable(glyphnet(weights=None), 2, 2))    # its 8 Conv2D layers
+    8
+    """
+    adapted = [layer for layer in _leaves(backbone) if isinstance(layer, ADAPTABLE)]
+    if not adapted:
+        raise ValueError(
+            f"Backbone {backbone.name!r} has no convolution or dense layer to put LoRA on "
+            "(Keras has LoRA on Conv1D/2D/3D, Dense and EinsumDense, not on DepthwiseConv2D or a "
+            f"TF Hub module); build it without `lora_rank`. Received: lora_rank={rank}"
+        )
+    for layer in adapted:
+        layer.enable_lora(rank, lora_alpha=alpha)
+    return adapted
+
+
+def lora_layers(model):
+    """The layers of `model` (nested ones too) with LoRA enabled."""
+    return [layer for layer in _leaves(model) if getattr(layer, "lora_enabled", False)]
+
+
+def has_lora(layer):
+    """Whether any sublayer of `layer` has LoRA enabled."""
+    return bool(lora_layers(layer))
+
+
+def keep_lora_only(layer):
+    """In a LoRA-enabled layer or model, leaves only the LoRA factors trainable (and BatchNorm).
+
+    Setting `trainable = True` on a Keras layer makes all its weights trainable again, LoRA's
+    frozen base kernels included; call this after unfreezing a backbone that has LoRA. BatchNorm
+    weights keep the state the BatchNorm policy gave them (`train_bn`).
+
+    Returns:
+        `layer`.
+    """
+    if not has_lora(layer):
+        return layer
+    batch_norm = {
+        id(weight)
+        for sub in _leaves(layer)
+        if isinstance(sub, keras.layers.BatchNormalization)
+        for weight in sub.weights
+    }
+    for weight in layer.trainable_weights:
+        if weight.name not in LORA_WEIGHTS and id(weight) not in batch_norm:
+            weight.trainable = False
+    return layer
+
+
+def revive(model, alpha=None):
+    """Draws `A` afresh in LoRA layers whose two factors are zero (as Keras loads them).
+
+    Zero `A` and `B` get zero gradients, so such adapters never train. A new `A` (Keras'
+    `he_uniform`, as `enable_lora` draws it) with `B = 0` leaves the outputs unchanged.
+
+    Args:
+        model: keras.Layer. A model or layer, maybe with LoRA layers.
+        alpha: float or None. Reset each layer's `lora_alpha` to this (Keras' `Dense` forgets it on
+            reload). Defaults to `None` (as they are).
+
+    Returns:
+        `model`.
+    """
+    for layer in lora_layers(model):
+        a, b = layer.lora_kernel_a, layer.lora_kernel_b
+        if alpha is not None:
+            layer.lora_alpha = alpha
+        if not (keras.ops.any(a.value) or keras.ops.any(b.value)):
+            a.assign(keras.initializers.HeUniform()(a.shape, dtype=a.dtype))
+    return model
+
+
+def merged_copy(model):
+    """`model` itself without LoRA layers, else a plain copy with `A @ B` merged into each kernel.
+
+    Each LoRA layer is rebuilt from its config without LoRA and gets the kernel it computes with
+    (`W + alpha / rank * A @ B`) and its other weights; the other layers are rebuilt and get their
+    weights. A `tltk.TransferModel` stays one, with its structure and `lora_rank=None`. The copy
+    has the graph (ops, size) of a plain model of the same architecture.
+
+    Example:
+
+    >>> import numpy as np, tltk
+    >>> model = tltk.build_classifier("tltk_glyphnet", 3, weights=None, lora_rank=2)
+    >>> plain = merged_copy(model)
+    >>> len(lora_layers(plain)), plain.count_params() < model.count_params()
+    (0, True)
+    >>> x = np.random.uniform(0, 255, (2, 32, 32, 3))
+    >>> bool(np.allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6))
+    True
+    """
+    from tltk.transfer_model import TransferModel
+
+    if not has_lora(model):
+        return model
+
+    pairs = []
+
+    def clone(layer):
+        config = layer.get_config()
+        if getattr(layer, "lora_enabled", False):
+            config = {k: v for k, v in config.items() if k not in ("lora_rank", "lora_alpha")}
+        copy = type(layer).from_config(config)
+        pairs.append((layer, copy))
+        return copy
+
+    graph = keras.Model(model.input, model.output, name=model.name)  # clone_model: a plain graph
+    copy = keras.models.clone_model(graph, clone_function=clone, recursive=True)
+    for layer, layer_copy in pairs:
+        if getattr(layer, "lora_enabled", False):
+            values = {weight.name: weight for weight in layer.weights}
+            values["kernel"] = layer.kernel  # W + alpha / rank * A @ B
+            layer_copy.set_weights([values[weight.name] for weight in layer_copy.weights])
+        else:
+            layer_copy.set_weights(layer.get_weights())
+    if isinstance(model, TransferModel):
+        structure = {k: v for k, v in model.get_config().items() if k in TransferModel.STRUCTURE}
+        copy = TransferModel(
+            copy.input,
+            copy.output,
+            name=model.name,
+            **{**structure, "lora_rank": None, "lora_alpha": None},
+            dtype_policy=model.dtype_policy.name,
+        )
+    return copy
+
+
+def _leaves(layer):
+    """`layer` and every layer nested in it, depth first."""
+    return layer._flatten_layers(include_self=True, recursive=True)
