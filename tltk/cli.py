@@ -377,6 +377,19 @@ _SPLIT = click.FloatRange(0.0, 1.0, max_open=True)
     help="Rate factor per layer group below the head (default: fine_tune's, 0.7).",
 )
 @click.option(
+    "--regularizer",
+    type=click.Choice(["l2sp"]),
+    default=None,
+    help="Keep the backbone near its pretrained weights while it trains: L2-SP (EWC needs a "
+    "source model and data: tltk.fine_tune in Python).",
+)
+@click.option(
+    "--regularizer-strength",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Strength of --regularizer (default: fine_tune's, 0.1 for l2sp).",
+)
+@click.option(
     "--class-weight",
     type=_ClassWeight(),
     default=None,

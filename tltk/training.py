@@ -16,7 +16,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tltk import distribute, freezing
+from tltk import distribute, freezing, regularizers
 from tltk.feature_cache import FeatureCache, cut_layer
 from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
@@ -126,6 +126,9 @@ def fine_tune(
     loss=None,
     monitor="val_accuracy",
     stages=None,
+    regularizer=None,
+    regularizer_strength=None,
+    fisher=None,
     verbose=1,
 ):
     """Trains a tltk classifier in stages and ends with its best weights by validation metric.
@@ -220,6 +223,14 @@ def fine_tune(
         stages: list of tltk.Stage. Run this plan instead of the one `tltk.plan_stages` makes
             from `head_epochs`, `epochs`, `unfreeze`, `fine_tune_lr`, `early_stopping` and
             `cache_features` (which are then not used). Defaults to `None`.
+        regularizer: str or None. Keep the backbone near its weights at the call while it
+            trains (`tltk.regularizers`): `"l2sp"` (L2-SP: `strength / 2 * sum (w - w0)^2`) or
+            `"ewc"` (the same weighted by `fisher`). The penalty is part of the training loss and
+            logged per epoch under its name. Defaults to `None`.
+        regularizer_strength: float or None. Its strength. Defaults to
+            `tltk.regularizers.DEFAULT_STRENGTH` (0.1 for L2-SP, 100 for EWC).
+        fisher: tltk.regularizers.Fisher or None. For `"ewc"`: `tltk.fisher(source_model,
+            source_data)`. Defaults to `None`.
         verbose: int. 0 silent, 1 progress bars and stage lines, 2 one line per epoch.
             Defaults to `1`.
 
@@ -245,7 +256,10 @@ def fine_tune(
     checkpointed = s.checkpoint_dir is not None  # only then is the fingerprint (it reads data) used
     run = fingerprint(s, model, train, validation) if checkpointed else {}
     # Only the chief writes checkpoints; another worker writes into a temporary folder.
-    with distribute.write_folder(s.checkpoint_dir, model) as writes:
+    with (
+        regularizers.anchored(model, s.regularizer, s.regularizer_strength, s.fisher),
+        distribute.write_folder(s.checkpoint_dir, model) as writes,
+    ):  # anchored at the weights as passed, before a resumed run restores its own
         state = RunState.resume(run, len(s.stages), mode, s.checkpoint_dir, writes)
         if state.best_weights is not None:
             model.set_weights(state.best_weights)
@@ -447,6 +461,8 @@ def _probe(model, train, cache, state, index, settings):
 
 def _stage_callbacks(model, state, index, stage, settings):
     callbacks = [BestTracker(model, state, index, settings.monitor)]
+    if settings.regularizer is not None and stage.unfrozen:  # before others: they see its value
+        callbacks.insert(0, regularizers.PenaltyLog(model, settings.regularizer))
     if settings.checkpoint_dir is not None:
         folder = f"stage_{index + 1}"
         callbacks.insert(

@@ -12,8 +12,10 @@ import dataclasses
 import hashlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from tltk import regularizers
 from tltk.argcheck import integer, real
 from tltk.objectives import check_class_weight, check_labels, output_layer
 from tltk.stages import check_stages, plan_stages
@@ -31,6 +33,9 @@ class Settings:
     """
 
     stages: list
+    regularizer: str | None
+    regularizer_strength: float | None
+    fisher: object  # a `regularizers.Fisher` (fingerprinted by a digest of its values)
     head_epochs: int | str
     epochs: int
     unfreeze: object
@@ -57,11 +62,15 @@ class Settings:
         values = {
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
-            if field.name not in ("callbacks", "checkpoint_dir", "verbose", "known_features")
+            if field.name
+            not in ("callbacks", "checkpoint_dir", "verbose", "known_features", "fisher")
         }
         values["stages"] = [stage.as_dict() for stage in self.stages]
         values["optimizer"] = _describe(self.optimizer)
         values["loss"] = _describe(self.loss)
+        if self.fisher is not None:
+            digest = hashlib.sha256(b"".join(np.asarray(v).tobytes() for v in self.fisher.values))
+            values["fisher"] = digest.hexdigest()
         return values
 
 
@@ -87,6 +96,9 @@ def check_settings(
     loss,
     monitor,
     stages,
+    regularizer,
+    regularizer_strength,
+    fisher,
     verbose,
     **_,
 ):
@@ -94,6 +106,9 @@ def check_settings(
 
     Raises a `ValueError` naming the first bad argument and what was received.
     """
+    regularizer, regularizer_strength = regularizers.check(
+        regularizer, regularizer_strength, fisher, model
+    )
     plan = plan_stages(
         model,
         head_epochs=head_epochs,
@@ -135,6 +150,9 @@ def check_settings(
         train_bn=bool(model.train_bn if train_bn is None else train_bn),
         loss=loss,
         monitor=monitor,
+        regularizer=regularizer,
+        regularizer_strength=regularizer_strength,
+        fisher=fisher,
         verbose=verbose,
     )
 

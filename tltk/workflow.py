@@ -81,6 +81,8 @@ def train_from_directory(
     learning_rate=_FINE_TUNE_DEFAULTS["learning_rate"],
     fine_tune_lr=_FINE_TUNE_DEFAULTS["fine_tune_lr"],
     lr_decay=_FINE_TUNE_DEFAULTS["lr_decay"],
+    regularizer=None,
+    regularizer_strength=None,
     class_weight=None,
     augment=None,
     quantize=("float32",),
@@ -117,6 +119,9 @@ def train_from_directory(
         learning_rate: float. Peak rate of the head stage. Defaults to `fine_tune`'s.
         fine_tune_lr: float. Peak rate of the head in later stages. Defaults to `fine_tune`'s.
         lr_decay: float. Rate factor per group below the head. Defaults to `fine_tune`'s.
+        regularizer: str or None. `"l2sp"` keeps the backbone near its pretrained weights (see
+            `fine_tune`). Defaults to `None`.
+        regularizer_strength: float or None. Its strength. Defaults to `fine_tune`'s.
         class_weight: None, `"balanced"` or dict. Loss weight per class (index or name);
             `"balanced"` is `tltk.class_weights(data)`. Defaults to `None`.
         augment: str or None. A `tltk.augmentation` preset. Defaults to `None`.
@@ -191,6 +196,8 @@ def train_from_directory(
         learning_rate=learning_rate,
         fine_tune_lr=fine_tune_lr,
         lr_decay=lr_decay,
+        regularizer=regularizer,
+        regularizer_strength=regularizer_strength,
         class_weight=tltk_data.class_weights(data) if class_weight == "balanced" else class_weight,
         checkpoint_dir=checkpoints,
         verbose=verbose,

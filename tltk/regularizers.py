@@ -1,0 +1,185 @@
+"""Keep what the backbone knew: L2-SP and EWC penalties on its weights while it fine-tunes.
+
+- L2-SP (Li, Grandvalet and Davoine, ICML 2018): `strength / 2 * sum (w - w0)^2` over the
+  backbone's weights, `w0` their values when `fine_tune` starts (the pretrained ones). Better than
+  plain weight decay, which pulls towards zero, most of all with little target data.
+- EWC (Kirkpatrick et al., PNAS 2017): `strength / 2 * sum F (w - w0)^2`, with `F` the diagonal
+  Fisher information of the source task (`fisher`): the weights the source task needs most are
+  pulled hardest.
+
+Each penalty is a Keras variable regularizer (`variable.regularizer`, which Keras adds to
+`model.losses` for trainable variables, so `fit`, tltk's cached head stage and its distributed
+step all include it) set for the run and removed afterwards; the saved model carries none.
+`PenaltyLog` puts the penalty's value in each epoch's logs under the regularizer's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tltk.argcheck import integer, real
+from tltk.objectives import objective
+from tltk.transfer_model import as_transfer_model
+
+REGULARIZERS = ("l2sp", "ewc")
+# Default strengths, chosen on `bench/bench_forgetting.py` (see its docstring).
+DEFAULT_STRENGTH = {"l2sp": 0.1, "ewc": 100.0}
+
+
+@dataclasses.dataclass
+class Fisher:
+    """A diagonal Fisher information estimate of a backbone's weights on a source task.
+
+    Attributes:
+        backbone: str. The backbone's name (the layer `model.backbone` of the model it came from).
+        values: list of np.ndarray. One per weight of that backbone, in `backbone.weights` order.
+        examples: int. Source examples it was estimated on.
+    """
+
+    backbone: str
+    values: list
+    examples: int
+
+
+def fisher(model, data, *, max_examples=256, loss=None):
+    """The diagonal empirical Fisher information of `model`'s backbone weights on `data`.
+
+    The mean over examples of each weight's squared gradient of the example's loss (the model's
+    own objective, `tltk.objectives.objective`, with the true labels), per example.
+
+    Args:
+        model: tltk.TransferModel. A classifier on the backbone to protect with the source task's
+            head: the source classifier (e.g. the model the backbone was trained with).
+        data: tf.data.Dataset. Source `(images, labels)` batches.
+        max_examples: int. Examples to average over, at most. Defaults to `256`.
+        loss: keras loss or None. Defaults to the model's objective.
+
+    Returns:
+        A `Fisher`, for `tltk.fine_tune(..., regularizer="ewc", fisher=...)`.
+
+    Example:
+
+    ```python
+    source_model = tltk.build_classifier("mobilenet_v2", 1000, ...)  # with its source head
+    f = tltk.fisher(source_model, source_data.train)
+    tltk.fine_tune(model, data.train, data.validation, regularizer="ewc", fisher=f)
+    ```
+    """
+    model = as_transfer_model(model)
+    max_examples = integer("max_examples", max_examples, minimum=1)
+    loss_fn = keras.losses.get(objective(model, data, loss=loss)[0])
+    variables = list(model.backbone.weights)
+    sums = [np.zeros(v.shape, "float64") for v in variables]
+
+    @tf.function(reduce_retracing=True)
+    def squared_gradients(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch([v.value for v in variables])
+            value = loss_fn(y, model(x, training=False))
+        grads = tape.gradient(value, [v.value for v in variables])
+        return [tf.zeros(v.shape) if g is None else tf.square(g) for g, v in zip(grads, variables)]
+
+    count = 0
+    for batch in data:
+        x, y = batch[0], batch[1]
+        for i in range(int(tf.shape(x)[0])):
+            for total, square in zip(sums, squared_gradients(x[i : i + 1], y[i : i + 1])):
+                total += square.numpy()
+            count += 1
+            if count == max_examples:
+                break
+        if count == max_examples:
+            break
+    if not count:
+        raise ValueError("`data` is empty: the Fisher information needs source examples.")
+    return Fisher(model.backbone.name, [s / count for s in sums], count)
+
+
+class _Anchored(keras.regularizers.Regularizer):
+    """`strength / 2 * sum(importance * (w - anchor)^2)`; `importance` 1 for L2-SP."""
+
+    def __init__(self, anchor, strength, importance=None):
+        self.anchor = tf.constant(anchor)
+        self.strength = strength
+        self.importance = None if importance is None else tf.constant(importance, anchor.dtype)
+
+    def __call__(self, x):
+        squared = tf.square(tf.cast(x, self.anchor.dtype) - self.anchor)
+        if self.importance is not None:
+            squared = self.importance * squared
+        return self.strength / 2 * tf.reduce_sum(squared)
+
+
+def check(regularizer, strength, fisher_info, model):
+    """Checks `fine_tune`'s `regularizer`, `regularizer_strength` and `fisher`; returns
+    `(regularizer, strength)` with the default strength filled in."""
+    if regularizer is None:
+        if fisher_info is not None:
+            raise ValueError("`fisher` is used by regularizer='ewc' only. Pass regularizer='ewc'.")
+        return None, None
+    if regularizer not in REGULARIZERS:
+        raise ValueError(
+            f"`regularizer` must be None, 'l2sp' or 'ewc'. Received: regularizer={regularizer!r}"
+        )
+    strength = DEFAULT_STRENGTH[regularizer] if strength is None else strength
+    strength = real("regularizer_strength", strength, "[0, inf)")
+    if regularizer == "ewc":
+        if not isinstance(fisher_info, Fisher):
+            raise ValueError(
+                "regularizer='ewc' needs `fisher=tltk.fisher(source_model, source_data)`: the "
+                f"Fisher information of the source task. Received: fisher={fisher_info!r}"
+            )
+        weights = model.backbone.weights
+        shapes = [tuple(w.shape) for w in weights]
+        if [tuple(v.shape) for v in fisher_info.values] != shapes:
+            raise ValueError(
+                f"`fisher` was estimated on backbone {fisher_info.backbone!r}, whose weights do "
+                f"not match those of {model.backbone.name!r}: estimate it on a model with the "
+                "same backbone."
+            )
+    elif fisher_info is not None:
+        raise ValueError("`fisher` is used by regularizer='ewc' only. Pass regularizer='ewc'.")
+    return regularizer, strength
+
+
+@contextlib.contextmanager
+def anchored(model, regularizer, strength, fisher_info=None):
+    """Sets the penalty on `model`'s backbone weights (anchored at their current values) for the
+    duration of the block; removes it afterwards, whatever happens."""
+    if regularizer is None:
+        yield
+        return
+    variables = list(model.backbone.weights)
+    saved = [v.regularizer for v in variables]
+    importances = fisher_info.values if regularizer == "ewc" else [None] * len(variables)
+    try:
+        for variable, importance in zip(variables, importances):
+            anchor = keras.ops.convert_to_numpy(variable).astype("float32")
+            variable.regularizer = _Anchored(anchor, strength, importance)
+        yield
+    finally:
+        for variable, regularizer_before in zip(variables, saved):
+            variable.regularizer = regularizer_before
+
+
+class PenaltyLog(keras.callbacks.Callback):
+    """Adds the penalty on `model`'s backbone (its trainable weights) to each epoch's logs."""
+
+    def __init__(self, model, name):
+        super().__init__()
+        self.target, self.name = model, name
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        values = [
+            float(v.regularizer(v))
+            for v in self.target.backbone.trainable_weights
+            if isinstance(v.regularizer, _Anchored)
+        ]
+        logs[self.name] = float(sum(values))
