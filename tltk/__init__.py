@@ -20,6 +20,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _API = (
     ("tltk.data", ""),
     ("tltk.datasets", ""),
+    ("tltk.adapt", "AdaptResult adapt"),
     ("tltk.augment", "augmentation"),
     ("tltk.backbones", "BackboneSpec get_backbone list_backbones register_backbone"),
     ("tltk.backbones.hub", "HubLayer"),
@@ -64,6 +65,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "AdaptResult",
     "BackboneSpec",
     "EvaluationReport",
     "ExportReport",
@@ -78,6 +80,7 @@ __all__ = [
     "TrainingRun",
     "TransferModel",
     "__version__",
+    "adapt",
     "augmentation",
     "build_classifier",
     "build_prototype_classifier",

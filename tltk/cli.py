@@ -823,6 +823,73 @@ def rank(data_dir, backbones, model_files, method, max_examples, image_size, plo
     click.echo(f"Best: {ranking.best.name}. Bar chart: {ranking.plot(plot_path)}")
 
 
+@main.command("adapt")
+@click.argument("model_path", type=click.Path(exists=True))
+@click.argument("source_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("target_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--method",
+    type=click.Choice(["self_training", "coral", "dann"]),
+    default="self_training",
+    show_default=True,
+)
+@click.option("--out", "out_path", required=True, help="Where the adapted model goes (.keras).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--quiet", is_flag=True, help="No line per epoch.")
+@_runs_library
+@_trusting_hub_handles
+def adapt_command(model_path, source_dir, target_dir, method, out_path, epochs, quiet):
+    """Adapt a trained .keras model (or a run folder's) to unlabelled target images: its
+    labelled source folder (class subfolders) and a folder of target images (searched
+    recursively; subfolder names are not read as labels). Warns when adapting likely hurt.
+
+    Example: tltk adapt runs/photos/model.keras photos/ phone_photos/ --method dann --out a.keras
+    """
+    from tltk import atomic
+    from tltk import data as tltk_data
+    from tltk.adapt import adapt
+    from tltk.data.folders import list_image_files
+    from tltk.data.images import load_images
+    from tltk.model_file import load_model
+    from tltk.transfer_model import class_names_of
+
+    if pathlib.Path(out_path).suffix != ".keras":
+        raise click.BadParameter(f"must end in .keras. Received: {out_path}", param_hint="'--out'")
+    model = load_model(_model_file(model_path))
+    size = tuple(model.input_shape[1:3])
+    source = tltk_data.from_directory(source_dir, image_size=size, validation_split=0.0)
+    _print_skipped(source.skipped)
+    names = class_names_of(model)
+    if names is not None and list(names) != list(source.class_names):
+        raise ValueError(
+            f"{source_dir} has classes {source.class_names}, but {model_path} predicts {names}: "
+            "pass a source folder with the model's classes."
+        )
+    files, skipped = list_image_files(target_dir)
+    images, kept, unreadable = load_images(files, size)
+    _print_skipped(skipped + unreadable)
+    if len(kept) < 2:
+        raise ValueError(
+            f"{target_dir} has {len(kept)} readable image(s): pass a folder of target images."
+        )
+    result = adapt(
+        model,
+        source,
+        images.numpy()[kept],
+        method=method,
+        epochs=epochs,
+        verbose=0 if quiet else 1,
+    )
+    with atomic.writing(out_path) as partial:
+        model.save(partial)
+    accuracy = result.history["source_eval_accuracy"]
+    click.echo(
+        f"Adapted {len(kept)} target images ({method}, {epochs} epochs); source accuracy "
+        f"{100 * result.before['source_eval_accuracy']:.1f}% -> {100 * accuracy[-1]:.1f}%. "
+        f"Saved {out_path}"
+    )
+
+
 @main.command()
 @click.option(
     "--source",
