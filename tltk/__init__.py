@@ -44,6 +44,7 @@ _API = (
     ("tltk.training", "FineTuneResult fine_tune"),
     ("tltk.transfer_model", "TransferModel"),
     ("tltk.workflow", "TrainingRun demo train_from_directory"),
+    ("tltk.zero_shot", "build_zero_shot_classifier"),
 )
 
 
@@ -85,6 +86,7 @@ __all__ = [
     "build_classifier",
     "build_prototype_classifier",
     "build_text_classifier",
+    "build_zero_shot_classifier",
     "class_weights",
     "data",
     "datasets",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import importlib.resources
 import os
+import typing
 
 import keras
 import numpy as np
@@ -101,26 +102,10 @@ def build_text_classifier(
     )
     with policy_scope(dtype_policy):  # Keras' layers take the global policy when made
         inputs = keras.Input((), dtype="string", name=INPUT_NAME)
-        hub_spec = _hub_spec(preset)
-        if hub_spec is not None:
-            if lora_rank is not None:
-                raise ValueError(
-                    f"`lora_rank` applies to keras-hub encoders; {preset!r} is a TF Hub module. "
-                    f"Received: lora_rank={lora_rank!r}"
-                )
-            encoder = hub_spec.constructor((), hub_spec.weights[0])
-            features, pooled, preprocessing, groups = encoder(inputs), None, None, hub_spec.groups
-            backbone_name = hub_spec.name
-        else:
-            preprocessing, encoder = kh.load_text_encoder(
-                preset, sequence_length=sequence_length, lora_rank=lora_rank
-            )
-            tokens = preprocessing(inputs)
-            sequence = encoder(tokens)
-            features = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(
-                sequence, mask=tokens["padding_mask"]
-            )
-            pooled, groups, backbone_name = POOL_NAME, kh.text_groups(encoder), encoder.name
+        encoded = sentence_embedding(
+            inputs, preset, sequence_length=sequence_length, lora_rank=lora_rank
+        )
+        encoder, features = encoded.encoder, encoded.output
         head = classification_head(
             features, num_classes, dropout=dropout, hidden_units=units, activation=activation
         )
@@ -130,10 +115,10 @@ def build_text_classifier(
             name=name or f"{encoder.name}_text_classifier",
             backbone=encoder.name,
             heads={OUTPUT_NAME: head.layers},
-            groups=groups,
-            features=pooled,
-            preprocessing=None if preprocessing is None else preprocessing.name,
-            backbone_name=backbone_name,
+            groups=encoded.groups,
+            features=encoded.features,
+            preprocessing=encoded.preprocessing,
+            backbone_name=encoded.backbone_name,
             modality="text",
             dtype_policy=keras.mixed_precision.global_policy().name,
         )
@@ -142,6 +127,50 @@ def build_text_classifier(
         encoder.trainable = True
         kh.keep_lora_only(encoder)
     return model
+
+
+class SentenceEmbedding(typing.NamedTuple):
+    """What `sentence_embedding` added to a graph: its output and the `TransferModel` fields."""
+
+    output: typing.Any  # (batch, features)
+    encoder: keras.Layer
+    features: str | None  # the pooling layer's name; None for a TF Hub module's own vector
+    preprocessing: str | None  # the tokenizer layer's name; None for a TF Hub module
+    groups: tuple
+    backbone_name: str
+
+
+def sentence_embedding(inputs, preset, *, sequence_length=128, lora_rank=None):
+    """Adds `preset`'s encoder on string `inputs`: one `(batch, features)` vector per text.
+
+    A keras-hub encoder runs after its tokenizer (the `preprocessing` layer) and its token
+    features are averaged over real tokens (the `pool` layer); a TF Hub text module gives its
+    own vector. `build_text_classifier` and `build_zero_shot_classifier` put their heads on it.
+
+    Returns:
+        A `SentenceEmbedding`.
+    """
+    hub_spec = _hub_spec(preset)
+    if hub_spec is not None:
+        if lora_rank is not None:
+            raise ValueError(
+                f"`lora_rank` applies to keras-hub encoders; {preset!r} is a TF Hub module. "
+                f"Received: lora_rank={lora_rank!r}"
+            )
+        encoder = hub_spec.constructor((), hub_spec.weights[0])
+        return SentenceEmbedding(
+            encoder(inputs), encoder, None, None, hub_spec.groups, hub_spec.name
+        )
+    preprocessing, encoder = kh.load_text_encoder(
+        preset, sequence_length=sequence_length, lora_rank=lora_rank
+    )
+    tokens = preprocessing(inputs)
+    features = keras.layers.GlobalAveragePooling1D(name=POOL_NAME)(
+        encoder(tokens), mask=tokens["padding_mask"]
+    )
+    return SentenceEmbedding(
+        features, encoder, POOL_NAME, preprocessing.name, kh.text_groups(encoder), encoder.name
+    )
 
 
 def is_text_model(model):
