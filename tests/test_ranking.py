@@ -13,6 +13,8 @@ import tltk
 from tltk import transferability
 from tltk.cli import main
 
+from tests.helpers import TINY_BN_CNN
+
 # ---- the scores against the papers' formulas, written out directly ----
 
 
@@ -147,9 +149,16 @@ def test_the_pretrained_backbone_ranks_above_a_random_one(ranked, tmp_path):
 def test_imagedata_at_any_size_and_a_subset(tmp_path, digits):
     x, y = digits
     data = tltk.data.from_arrays(x[:, :20, :20], y, image_size=(20, 20), validation_split=0.2)
-    ranking = tltk.rank_backbones(data, ["tltk_glyphnet"], max_examples=50, verbose=0)
+    names = ["tltk_glyphnet", TINY_BN_CNN.name]  # a registered backbone with random weights
+    ranking = tltk.rank_backbones(data, names, max_examples=50, verbose=0)
     features, labels = ranking.features["tltk_glyphnet"]
     assert len(features) == len(labels) == 50 and set(labels) == set(range(10))
+    loser = ranking.rows[1].name
+    assert set(ranking.models) == {ranking.best.name}  # the other registry candidate not kept
+    again = ranking.model(loser)  # built again on demand
+    assert again.output_shape == (None, 10) and set(ranking.models) == set(names)
+    with pytest.raises(ValueError, match="No candidate 'nope'"):
+        ranking.model("nope")
 
 
 def test_near_chance_data_is_warned_about(digits):

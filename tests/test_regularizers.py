@@ -15,7 +15,7 @@ ONE_STAGE = dict(head_epochs=0, epochs=2, learning_rate=3e-2, fine_tune_lr=3e-2,
 
 
 def _backbone(model):
-    return [np.array(keras.ops.convert_to_numpy(w)) for w in model.backbone.weights]
+    return [np.array(w.numpy()) for w in model.backbone.weights]
 
 
 class _Capture(keras.callbacks.Callback):
@@ -26,7 +26,7 @@ class _Capture(keras.callbacks.Callback):
         self.target, self.seen = target, []
 
     def on_epoch_end(self, epoch, logs=None):
-        weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.target.backbone.weights]
+        weights = [np.array(w.numpy()) for w in self.target.backbone.weights]
         trainable = [
             any(w is t for t in self.target.backbone.trainable_weights)
             for w in self.target.backbone.weights

@@ -47,7 +47,7 @@ def extractor_digest(model):
     for layer in model.layers[: names.index(cut.name) + 1]:
         digest.update(f"{layer.name}:{type(layer).__name__};".encode())
         for weight in layer.weights:
-            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+            digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
     return digest.hexdigest()
 
 

@@ -56,8 +56,10 @@ class Ranking:
         method: str. The method that orders `rows` (`"logme"` for `method="all"`).
         rows: list of RankRow. Best first; candidates whose score is `nan` last.
         warnings: list of str. The warnings it gave (also issued as `UserWarning`).
-        models: dict. `{name: keras.Model}`: each candidate as built for this data (the
-            registry names with a new head for its classes), ready for `tltk.fine_tune`.
+        models: dict. `{name: keras.Model}`: the built candidates passed in, and the best
+            registry candidate as built for this data (a new head for its classes), ready for
+            `tltk.fine_tune`; the other registry candidates are not kept (`model(name)` builds
+            them again), so ranking many large backbones does not hold them all in memory.
         features: dict. `{name: (features, labels)}` arrays of the examples scored.
     """
 
@@ -67,6 +69,8 @@ class Ranking:
     models: dict
     features: dict
     _digests: dict = dataclasses.field(default_factory=dict, repr=False)
+    _extractors: dict = dataclasses.field(default_factory=dict, repr=False)
+    _build: tuple = (None, None)  # (num_classes, weights) of the registry candidates
 
     @property
     def best(self):
@@ -74,8 +78,14 @@ class Ranking:
         return self.rows[0]
 
     def model(self, name=None):
-        """The candidate `name` as built for the ranking (default: the best)."""
-        return self.models[self.best.name if name is None else name]
+        """The candidate `name` (default: the best) as built for the ranking; a registry
+        candidate that was not kept is built again (same backbone weights, a new head)."""
+        name = self.best.name if name is None else name
+        if name not in self.models:
+            if name not in self.features:
+                raise ValueError(f"No candidate {name!r}; the candidates: {sorted(self.features)}")
+            self.models[name] = _build(name, *self._build)
+        return self.models[name]
 
     def known_features(self, name=None):
         """The features of candidate `name` (default: the best) as `fine_tune(...,
@@ -84,7 +94,7 @@ class Ranking:
         of the `ImageData` ranked."""
         name = self.best.name if name is None else name
         features, digests = self.features[name][0], self._digests[name]
-        return KnownFeatures(extractor_digest(self.models[name]), dict(zip(digests, features)))
+        return KnownFeatures(self._extractors[name], dict(zip(digests, features)))
 
     def table(self):
         """The ranking as a plain-text table."""
@@ -200,7 +210,7 @@ def rank_backbones(
     x, labels, num_classes = labelled_examples(data, max_examples, seed)
     batch_size = integer("batch_size", batch_size, minimum=1)
     candidates = _candidates(backbones, num_classes, weights)
-    rows, models, features, digests = [], {}, {}, {}
+    rows, models, features, digests, extractors = [], {}, {}, {}, {}
     for name, model, built_here in candidates:
         start = time.perf_counter()
         if model is None:
@@ -218,8 +228,14 @@ def rank_backbones(
         seconds = time.perf_counter() - start
         rows.append(RankRow(name, scores[methods[0]], seconds, pooled.shape[1], scores))
         models[name], features[name] = model, (pooled, labels)
+        extractors[name] = extractor_digest(model)
     rows.sort(key=lambda r: (not math.isfinite(r.score), -r.score if math.isfinite(r.score) else 0))
-    ranking = Ranking(methods[0], rows, [], models, features, digests)
+    for name, _, built_here in candidates:
+        if built_here and name != rows[0].name:
+            del models[name]  # built again on demand by `Ranking.model`
+    ranking = Ranking(
+        methods[0], rows, [], models, features, digests, extractors, (num_classes, weights)
+    )
     _warn(ranking, x, labels, batch_size)
     if verbose:
         print(ranking.table())
@@ -331,7 +347,7 @@ def _random_copy(model):
     except Exception:  # noqa: BLE001 - custom layers may not clone; the comparison is skipped
         return None
     fresh = any(
-        not np.array_equal(np.asarray(a), np.asarray(b))
+        not np.array_equal(a.numpy(), b.numpy())
         for a, b in zip(copy.backbone.weights, model.backbone.weights)
     )
     return copy if fresh else None

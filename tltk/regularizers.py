@@ -159,7 +159,7 @@ def anchored(model, regularizer, strength, fisher_info=None):
     importances = fisher_info.values if regularizer == "ewc" else [None] * len(variables)
     try:
         for variable, importance in zip(variables, importances):
-            anchor = keras.ops.convert_to_numpy(variable).astype("float32")
+            anchor = np.asarray(variable.numpy(), "float32")
             variable.regularizer = _Anchored(anchor, strength, importance)
         yield
     finally:
