@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 import tltk
 from tltk.adapt import METHODS, _hurt_signs
-from tltk.adapt_losses import coral_loss, gradient_reversal
+from tltk.adapt_step import coral_loss, gradient_reversal
 from tltk.cli import main
 
 CLASSES = 4
@@ -191,6 +191,8 @@ def test_bad_arguments_are_explained(model, target, kwargs, match, domains):
 
 
 def test_the_adapt_command_saves_an_adapted_model(domains, trained, tmp_path):
+    help_text = CliRunner().invoke(main, ["adapt", "--help"]).output
+    assert "Example: tltk adapt" in help_text and "--method [self_training|coral|dann]" in help_text
     (x, y), (target, _) = domains
     model = _model(trained)
     model.class_names = [f"d{k}" for k in range(CLASSES)]
