@@ -121,6 +121,7 @@ def test_export_is_a_plain_model_s_and_passes_parity(tuned, tmp_path):
     assert variables and not [name for name in variables if "lora" in name]
 
 
+@pytest.mark.slow  # 30-100 s on 2 cores: CI's slow step runs it
 def test_reload_in_a_new_process_keeps_predictions_and_adapters(tuned, tmp_path):
     model, _, _, test_x = tuned
     model.save(tmp_path / "lora.keras")

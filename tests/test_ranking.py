@@ -248,7 +248,14 @@ def test_fine_tune_reuses_the_ranked_features(digits):
         )
         fresh = tltk.build_classifier("tltk_glyphnet", 10)
         result = tltk.fine_tune(
-            fresh, again.train, again.validation, epochs=0, cache_features=cached, verbose=0
+            fresh,
+            again.train,
+            again.validation,
+            head_epochs=3,
+            epochs=0,
+            learning_rate=1e-2,
+            cache_features=cached,
+            verbose=0,
         )
         runs.append(result.histories[0]["val_loss"])
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5)

@@ -76,7 +76,7 @@ def test_ewc_with_zero_fisher_is_plain_fine_tuning():
         keras.utils.set_random_seed(3)
         model = build()
         zero = Fisher(model.backbone.name, [np.zeros(w.shape) for w in model.backbone.weights], 1)
-        train, val = datasets()
+        train, val = datasets(n_train=48, n_val=16)
         kwargs = dict(regularizer="ewc", fisher=zero) if regularizer else {}
         fine_tune(model, train, val, **ONE_STAGE, **kwargs)
         runs.append(_backbone(model))

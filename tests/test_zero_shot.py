@@ -53,6 +53,7 @@ def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+@pytest.mark.slow  # 30-100 s on 2 cores: CI's slow step runs it
 def test_minilm_classifies_topic_sentences_from_their_names(topics):
     model, texts, labels = topics
     assert isinstance(model, tltk.TransferModel) and model.modality == "text"
@@ -113,6 +114,7 @@ def test_bad_arguments_fail_before_loading_the_encoder(kwargs, match):
         build_zero_shot_classifier(**arguments)
 
 
+@pytest.mark.slow  # 30-100 s on 2 cores: CI's slow step runs it
 def test_export_parity_and_reload_in_a_fresh_process(tiny, tmp_path):
     _, model = tiny
     texts = [t for t, _ in SENTENCES]
