@@ -20,8 +20,11 @@ formulas in NumPy (scikit-learn for the two baselines).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.covariance import ledoit_wolf
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -181,7 +184,9 @@ def linear(features, labels, folds=LINEAR_FOLDS, seed=0):
     scale = float(np.sqrt(np.mean(np.square(f)))) or 1.0
     splits = StratifiedKFold(folds, shuffle=True, random_state=seed)
     probe = LogisticRegression(max_iter=1000)
-    return float(np.mean(cross_val_score(probe, f / scale, y, cv=splits)))
+    with warnings.catch_warnings():  # a probe stopped at 1000 L-BFGS steps still scores
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return float(np.mean(cross_val_score(probe, f / scale, y, cv=splits)))
 
 
 SCORES = {"logme": logme, "leep": leep, "hscore": hscore, "knn": knn, "linear": linear}
