@@ -228,7 +228,7 @@ def fine_tune(
             `"ewc"` (the same weighted by `fisher`). The penalty is part of the training loss and
             logged per epoch under its name. Defaults to `None`.
         regularizer_strength: float or None. Its strength. Defaults to
-            `tltk.regularizers.DEFAULT_STRENGTH` (0.1 for L2-SP, 100 for EWC).
+            `tltk.regularizers.DEFAULT_STRENGTH` (0.001 for L2-SP, 1000 for EWC).
         fisher: tltk.regularizers.Fisher or None. For `"ewc"`: `tltk.fisher(source_model,
             source_data)`. Defaults to `None`.
         verbose: int. 0 silent, 1 progress bars and stage lines, 2 one line per epoch.
