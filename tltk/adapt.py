@@ -28,7 +28,7 @@ from tltk import freezing
 from tltk.adapt_step import Trainer
 from tltk.argcheck import integer, real
 from tltk.data.image_data import ImageData
-from tltk.features import _resized, labelled_examples
+from tltk.features import resized_images, labelled_examples
 from tltk.objectives import check_labels, output_activation
 from tltk.training import LR_DECAY
 from tltk.transfer_model import as_transfer_model
@@ -224,7 +224,7 @@ def _source(model, source, size):
         source = source.train
     x, labels, _ = labelled_examples(source, argument="source")
     check_labels(labels, model, "source")
-    return np.asarray(_resized(x, size)), labels.astype("int64")
+    return np.asarray(resized_images(x, size)), labels.astype("int64")
 
 
 def _target_images(target, size):
@@ -257,7 +257,7 @@ def _target_images(target, size):
             f"`target` is empty or has one image ({len(x)}): pass at least 2 unlabelled target "
             "images (more: the methods compare the two domains' statistics)."
         )
-    return np.asarray(_resized(x, size))
+    return np.asarray(resized_images(x, size))
 
 
 class _Measure:

@@ -110,7 +110,7 @@ def pooled_features(model, x, batch_size=64, verbose=0, output=None, digests=Fal
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
         if size is not None:
-            batch = _resized(batch, size)
+            batch = resized_images(batch, size)
             names += image_digests(batch) if digests else []
         else:
             batch = tf.constant(batch)
@@ -122,7 +122,7 @@ def pooled_features(model, x, batch_size=64, verbose=0, output=None, digests=Fal
     return (values, names) if digests else values
 
 
-def _resized(batch, size):
+def resized_images(batch, size):
     """Images resized to `size` as the data loaders resize them (float32, 0..255)."""
     images = tf.convert_to_tensor(batch)
     if images.shape[-1] == 1:
