@@ -808,8 +808,11 @@ def rank(data_dir, backbones, model_files, method, max_examples, image_size, plo
         raise click.UsageError("Name at least one candidate: --backbone NAME or --model FILE.")
     candidates = [*backbones, *(load_model(path) for path in model_files)]
     if image_size is None:
-        sides = [max(get_backbone(name).default_input_size) for name in backbones]
-        sides += [max(model.input_shape[1:3]) for model in candidates if not isinstance(model, str)]
+        sizes = [get_backbone(name).default_input_size for name in backbones]
+        sizes += [model.input_shape[1:3] for model in candidates if not isinstance(model, str)]
+        sides = [max(size) for size in sizes if size and None not in size]
+        if not sides:
+            raise click.UsageError("No candidate has a fixed input size: pass --image-size.")
         image_size = max(sides)
     data = tltk_data.from_directory(
         data_dir, image_size=(image_size, image_size), validation_split=0.0

@@ -3,7 +3,7 @@
 `labelled_examples` reads an `ImageData`, a `tf.data` dataset of batches or `(x, labels)` arrays
 into arrays; `pooled_features` runs a tltk model's backbone (and pooling) over them in inference
 mode, the images resized to the model's input size by `tltk.data`'s resize. Used by
-`tltk.rank_backbones` and `tltk.build_prototype_classifier`.
+`tltk.rank_backbones`, `tltk.build_prototype_classifier` and `tltk.adapt`.
 """
 
 from __future__ import annotations
