@@ -19,6 +19,8 @@ LARGE = {
     # 8-16 s each on 2 cores; their families keep a smaller member in the default run.
     "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
     "efficientnet_v2_b1", "efficientnet_v2_b2", "efficientnet_v2_b3", "inception_v3",
+    # 14-27 s each; their families run in CI's slow step only.
+    "densenet121", "convnext_tiny",
 }  # fmt: skip
 
 KERAS_APPS = tltk.list_backbones(source="keras_applications")
