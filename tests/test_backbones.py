@@ -16,10 +16,10 @@ LARGE = {
     "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
     "nasnet_large", "nasnet_mobile", "resnet152", "resnet152_v2", "resnet101", "resnet101_v2",
     "densenet169", "densenet201", "inception_resnet_v2", "vgg19",
-    # 8-16 s each on 2 cores; their families keep a smaller member in the default run.
+    # 8-16 s each on 2 cores; EfficientNet keeps b0 and v2_b0 in the default run.
     "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
     "efficientnet_v2_b1", "efficientnet_v2_b2", "efficientnet_v2_b3", "inception_v3",
-    # 14-27 s each; their families run in CI's slow step only.
+    # 13-27 s each: Inception, DenseNet and ConvNeXt run in CI's slow step only.
     "densenet121", "convnext_tiny",
 }  # fmt: skip
 
