@@ -23,7 +23,12 @@ def output_layer(model):
 
 def output_activation(model):
     """`"softmax"`, `"sigmoid"` or `"linear"`: the activation of the model's output layer."""
-    activation = getattr(output_layer(model).activation, "__name__", "linear")
+    return layer_activation(output_layer(model))
+
+
+def layer_activation(layer):
+    """`"softmax"`, `"sigmoid"` or `"linear"` (anything else): the activation of `layer`."""
+    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
     return activation if activation in ("softmax", "sigmoid") else "linear"
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from tltk.objectives import layer_activation
+
 # L2 strengths tried (scikit-learn's `C`: larger is weaker), each fit warm-started from the last;
 # the scan stops once the validation loss has not improved for `C_PATIENCE` strengths in a row.
 C_GRID = tuple(float(c) for c in np.logspace(-3, 3, 13))
@@ -59,10 +61,7 @@ def linear_layer(head):
         dense = layer
     if dense is None or not dense.use_bias:
         return None
-    activation = keras.activations.serialize(dense.activation)
-    activation = activation if isinstance(activation, str) else activation.get("config")
-    units = dense.units
-    if (activation, units > 1) not in (("softmax", True), ("sigmoid", False)):
+    if (layer_activation(dense), dense.units > 1) not in (("softmax", True), ("sigmoid", False)):
         return None
     return dense
 

@@ -21,6 +21,7 @@ from tltk import atomic, transferability
 from tltk.argcheck import integer
 from tltk.feature_cache import KnownFeatures, cut_layer, extractor_digest
 from tltk.features import labelled_examples, pooled_features
+from tltk.objectives import output_activation, output_layer
 from tltk.transfer_model import TransferModel
 
 METHODS = ("logme", "leep", "hscore", "knn", "linear")
@@ -298,12 +299,9 @@ def _source_probabilities(model, x, batch_size, built_here):
     """A built candidate's softmax outputs (its source classifier), else `None`."""
     if built_here:
         return None  # its head was just made: no source classes
-    dense = model.layers[-1]
-    activation = keras.activations.serialize(getattr(dense, "activation", None) or "linear")
-    activation = activation if isinstance(activation, str) else activation.get("config")
-    if activation != "softmax" or model.output_shape[-1] < 2:
+    if len(model.heads) != 1 or output_activation(model) != "softmax" or model.output_shape[-1] < 2:
         return None
-    return pooled_features(model, x, batch_size, 0, output=model.layers[-1])
+    return pooled_features(model, x, batch_size, 0, output=output_layer(model))
 
 
 def _warn(ranking, x, labels, batch_size):
