@@ -8,7 +8,15 @@ from tltk import freezing, lora
 from tltk.argcheck import is_integer
 from tltk.backbones.registry import BackboneSpec, get_backbone, is_registered
 from tltk.backbones.weights import construct_with_weights, load_weights_file
-from tltk.heads import OUTPUT_NAME, check_head_args, classification_head
+from tltk.heads import (
+    OUTPUT_NAME,
+    POOL_NAME,
+    check_head_args,
+    check_head_specs,
+    classification_head,
+    head_layers,
+    pool_features,
+)
 from tltk.layers import ImagePreprocessing
 from tltk.precision import policy_scope
 from tltk.transfer_model import TransferModel
@@ -51,7 +59,12 @@ def build_classifier(
         backbone: str, `tltk.BackboneSpec` or `keras.Model`. A registry name (`"mobilenet_v2"`, or
             the Keras class name `"MobileNetV2"`), a spec, or your own feature extractor (taken as
             is, one layer group, no preprocessing).
-        num_classes: int. Number of classes; at least 2 (1 with `multi_label=True`).
+        num_classes: int or dict. Number of classes; at least 2 (1 with `multi_label=True`). A
+            dict `{head_name: classes or tltk.HeadSpec}` builds one head per entry on the shared
+            pooled features, each its own output named after it (the model returns a dict): say
+            `{"species": 5, "healthy": 2}`, or a `tltk.HeadSpec(units, "multi_label")` or
+            `"regression"` head. Each head gets `dropout` and `hidden_units`; its layers are
+            `<name>_dropout`, `<name>_dense_<i>` and the output layer `<name>`.
         input_shape: tuple. `(height, width, channels)`. Defaults to the backbone's default size.
         weights: str or None. `"default"`, a name from the spec's `weights` (`"imagenet"`
             downloads as Keras does), `None` for random initialisation, or a path: a `.weights.h5`
@@ -117,6 +130,17 @@ def build_classifier(
     """
     spec, custom = _resolve_backbone(backbone)
     input_shape = _check_input_shape(spec, custom, input_shape)
+    specs = None
+    if isinstance(num_classes, dict):
+        taken = {INPUT_NAME, AUGMENTATION_NAME, PREPROCESSING_NAME, POOL_NAME, OUTPUT_NAME}
+        taken.add(spec.name if spec is not None else custom.name)
+        specs = check_head_specs(
+            num_classes,
+            multi_label=multi_label,
+            classifier_activation=classifier_activation,
+            taken=taken,
+        )
+        multi_label, num_classes = False, 2  # checked per head above; the rest checked below
     num_classes, units, activation = check_head_args(
         num_classes=num_classes,
         pooling=pooling,
@@ -150,23 +174,33 @@ def build_classifier(
             x = _augmentation_layer(augmentation)(x)
         if spec is not None:
             x = ImagePreprocessing(spec.preprocessing, name=PREPROCESSING_NAME)(x)
-        head = classification_head(
-            features_model(x),
-            num_classes,
-            pooling=pooling,
-            dropout=dropout,
-            hidden_units=units,
-            activation=activation,
-        )
+        if specs is None:
+            head = classification_head(
+                features_model(x),
+                num_classes,
+                pooling=pooling,
+                dropout=dropout,
+                hidden_units=units,
+                activation=activation,
+            )
+            outputs, heads, pooled = head.output, {OUTPUT_NAME: head.layers}, head.features
+        else:
+            vector, pooled = pool_features(features_model(x), pooling)
+            built = {
+                head: head_layers(vector, s.units, dropout, units, s.activation, name=head)
+                for head, s in specs.items()
+            }
+            outputs = {head: output for head, (output, _) in built.items()}
+            heads = {head: layers for head, (_, layers) in built.items()}
         model_name = name or f"{features_model.name}_classifier".replace(":", "_").replace("/", "_")
         model = TransferModel(
             inputs,
-            head.output,
+            outputs,
             name=model_name,
             backbone=features_model.name,
-            heads={OUTPUT_NAME: head.layers},
+            heads=heads,
             groups=spec.groups if spec is not None else (("backbone", ".*"),),
-            features=head.features,
+            features=pooled,
             preprocessing=PREPROCESSING_NAME if spec is not None else None,
             augmentation=AUGMENTATION_NAME if augmentation is not None else None,
             train_bn=train_bn,
@@ -174,6 +208,7 @@ def build_classifier(
             class_names=class_names,
             lora_rank=lora_rank,
             lora_alpha=lora_alpha,
+            tasks={h: s.task for h, s in (specs or {}).items() if s.task == "regression"},
             dtype_policy=keras.mixed_precision.global_policy().name,
         )
     freezing.freeze(model)

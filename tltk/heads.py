@@ -1,7 +1,10 @@
-"""Classification heads: pooling, dropout, optional hidden layers, and the output layer."""
+"""Heads: pooling, dropout, optional hidden layers, and the output layer; several heads can share
+one pooled feature vector (`HeadSpec`, `check_head_specs`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import typing
 
 import keras
@@ -12,6 +15,89 @@ POOLINGS = ("avg", "max")
 HEAD_PREFIX = "head_"
 OUTPUT_NAME = "predictions"
 POOL_NAME = "pool"
+TASKS = ("classification", "multi_label", "regression")
+HEAD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """One head of a model with several heads: `tltk.build_classifier(backbone,
+    num_classes={"species": 5, "tags": tltk.HeadSpec(4, "multi_label")})`.
+
+    Args:
+        units: int. Classes (`"classification"`, at least 2), labels (`"multi_label"`) or values
+            (`"regression"`).
+        task: str. `"classification"`: softmax over the classes, labels are class indexes or
+            one-hot; `"multi_label"`: one sigmoid per label, multi-hot labels; `"regression"`:
+            linear outputs trained on float targets with the mean squared error (metric: mean
+            absolute error, `"mae"`). Defaults to `"classification"`.
+
+    Example:
+
+    >>> import tltk
+    >>> tltk.HeadSpec(3, "regression")
+    HeadSpec(units=3, task='regression')
+    """
+
+    units: int
+    task: str = "classification"
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}. Received: task={self.task!r}")
+        minimum = 2 if self.task == "classification" else 1
+        if not is_integer(self.units) or self.units < minimum:
+            raise ValueError(
+                f"`units` of a {self.task} head must be an integer >= {minimum}. "
+                f"Received: units={self.units!r}"
+            )
+        object.__setattr__(self, "units", int(self.units))
+
+    @property
+    def activation(self):
+        """The output activation: softmax, sigmoid, or `None` (linear) for regression."""
+        return {"classification": "softmax", "multi_label": "sigmoid"}.get(self.task)
+
+
+def layer_activation(layer):
+    """`"softmax"`, `"sigmoid"` or `"linear"` (anything else): the activation of `layer`."""
+    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    return activation if activation in ("softmax", "sigmoid") else "linear"
+
+
+def check_head_specs(num_classes, *, multi_label, classifier_activation, taken=()):
+    """`{name: HeadSpec}` from `build_classifier`'s dict `num_classes`; a `ValueError` naming the
+    entry otherwise. Head names become layer, output and file names: letters, digits and
+    underscores, starting with a letter, none of the names in `taken`."""
+    if not num_classes:
+        raise ValueError(
+            "`num_classes` as a dict needs at least one head, e.g. {'species': 5}. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    if multi_label or classifier_activation != "softmax":
+        raise ValueError(
+            "With several heads, give each its task with tltk.HeadSpec(units, task) instead of "
+            "`multi_label` / `classifier_activation`. "
+            f"Received: multi_label={multi_label!r}, "
+            f"classifier_activation={classifier_activation!r}"
+        )
+    specs = {}
+    for name, value in num_classes.items():
+        if not isinstance(name, str) or not HEAD_NAME.fullmatch(name) or name in taken:
+            raise ValueError(
+                "Head names must be letters, digits and underscores, start with a letter, and "
+                f"not be a name the model already uses {sorted(taken)}. Received: {name!r}"
+            )
+        if isinstance(value, HeadSpec):
+            specs[name] = value
+        elif is_integer(value):
+            specs[name] = HeadSpec(value)
+        else:
+            raise ValueError(
+                f"Each head of `num_classes` must be a class count or a tltk.HeadSpec. "
+                f"Received: {name!r}: {value!r}"
+            )
+    return specs
 
 
 def check_head_args(
@@ -81,6 +167,13 @@ def classification_head(
         A `Head`: the output KerasTensor (of the layer named `"predictions"`), the pooling
         layer's name (or `None`) and the names of the head's other layers, output last.
     """
+    x, pooled = pool_features(features, pooling)
+    output, layers = head_layers(x, num_classes, dropout, hidden_units, activation)
+    return Head(output, pooled, layers)
+
+
+def pool_features(features, pooling="avg"):
+    """`(vector, pooling layer name or None)`: a feature map pooled globally, a vector as is."""
     x, pooled = features, None
     if len(x.shape) == 4:
         pool = (
@@ -94,16 +187,26 @@ def classification_head(
             "The backbone must output a feature map (B, H, W, C) or a feature vector (B, C). "
             f"Received: output shape {tuple(x.shape)}"
         )
+    return x, pooled
+
+
+def head_layers(x, units, dropout, hidden_units, activation, name=None):
+    """Adds one head's layers on the vector `x`; returns `(output, layer names, output last)`.
+
+    The layers of the head `name` are `{name}_dropout`, `{name}_dense_{i}` and the output layer
+    `name`; without a name (a one-head model) `head_dropout`, `head_dense_{i}`, `predictions`.
+    """
+    prefix = HEAD_PREFIX if name is None else f"{name}_"
     layers = []
-    for i, units in enumerate(hidden_units):
+    for i, width in enumerate(hidden_units):
         if dropout:
-            layers.append(keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout_{i}"))
-        layers.append(keras.layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense_{i}"))
+            layers.append(keras.layers.Dropout(dropout, name=f"{prefix}dropout_{i}"))
+        layers.append(keras.layers.Dense(width, activation="relu", name=f"{prefix}dense_{i}"))
     if dropout:
-        layers.append(keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout"))
+        layers.append(keras.layers.Dropout(dropout, name=f"{prefix}dropout"))
     layers.append(
-        keras.layers.Dense(num_classes, activation=activation, name=OUTPUT_NAME, dtype="float32")
+        keras.layers.Dense(units, activation=activation, name=name or OUTPUT_NAME, dtype="float32")
     )
     for layer in layers:
         x = layer(x)
-    return Head(x, pooled, tuple(layer.name for layer in layers))
+    return x, tuple(layer.name for layer in layers)

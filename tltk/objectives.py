@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tltk.argcheck import is_integer, real
+from tltk.heads import layer_activation
 from tltk.transfer_model import TransferModel
 
 
@@ -24,12 +25,6 @@ def output_layer(model):
 def output_activation(model):
     """`"softmax"`, `"sigmoid"` or `"linear"`: the activation of the model's output layer."""
     return layer_activation(output_layer(model))
-
-
-def layer_activation(layer):
-    """`"softmax"`, `"sigmoid"` or `"linear"` (anything else): the activation of `layer`."""
-    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
-    return activation if activation in ("softmax", "sigmoid") else "linear"
 
 
 def objective(model, dataset, *, loss=None):

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from tltk.objectives import layer_activation
+from tltk.heads import layer_activation
 
 # L2 strengths tried (scikit-learn's `C`: larger is weaker), each fit warm-started from the last;
 # the scan stops once the validation loss has not improved for `C_PATIENCE` strengths in a row.

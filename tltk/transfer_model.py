@@ -16,6 +16,7 @@ import re
 
 import keras
 
+from tltk.heads import TASKS, layer_activation
 from tltk.precision import check_dtype_policy
 
 MODALITIES = ("image", "text")
@@ -60,6 +61,9 @@ class TransferModel(keras.Model):
             `None`.
         lora_alpha: float or None. The LoRA scale's numerator (`alpha / rank`). Defaults to
             `None`.
+        tasks: dict or None. `{head_name: task}` for heads whose task the output activation
+            does not tell (`"regression"`: see `tltk.HeadSpec`). Defaults to `None`: a sigmoid
+            head is `"multi_label"`, any other `"classification"`.
         dtype_policy: str or None. The policy the model was built under (`"mixed_float16"`,
             `"mixed_bfloat16"`, `"float32"`), kept in its config so that a reloaded model trains
             as it was built (`compile` adds loss scaling for `"mixed_float16"`) whatever the
@@ -93,6 +97,7 @@ class TransferModel(keras.Model):
         "class_names",
         "lora_rank",
         "lora_alpha",
+        "tasks",
     )
 
     def __init__(
@@ -113,6 +118,7 @@ class TransferModel(keras.Model):
         class_names=None,
         lora_rank=None,
         lora_alpha=None,
+        tasks=None,
         dtype_policy=None,
         **kwargs,
     ):
@@ -131,6 +137,7 @@ class TransferModel(keras.Model):
                     f"`{argument}` must name a layer of the model. Received: {argument}={value!r}"
                 )
         self._heads = _check_heads(heads, names)
+        self._tasks = _check_tasks(tasks, self._heads)
         self._groups = _check_groups(groups)
         if modality not in MODALITIES:
             raise ValueError(
@@ -171,6 +178,19 @@ class TransferModel(keras.Model):
         """`{head_name: (layers...)}`, each head's layers in call order, its output layer last."""
         return {
             head: tuple(self.get_layer(n) for n in layers) for head, layers in self._heads.items()
+        }
+
+    @property
+    def tasks(self) -> dict:
+        """`{head_name: task}`: `"classification"`, `"multi_label"` or `"regression"`."""
+        return {
+            head: self._tasks.get(head)
+            or (
+                "multi_label"
+                if layer_activation(self.get_layer(layers[-1])) == "sigmoid"
+                else "classification"
+            )
+            for head, layers in self._heads.items()
         }
 
     @property
@@ -254,6 +274,7 @@ class TransferModel(keras.Model):
             "class_names": {head: list(names) for head, names in self._class_names.items()} or None,
             "lora_rank": self._lora_rank,
             "lora_alpha": self._lora_alpha,
+            "tasks": dict(self._tasks) or None,
             "dtype_policy": self.dtype_policy.name,
         }
 
@@ -302,6 +323,17 @@ def _check_heads(heads, names):
             )
         checked[head] = tuple(layers)
     return checked
+
+
+def _check_tasks(tasks, heads):
+    tasks = dict(tasks or {})
+    for head, task in tasks.items():
+        if head not in heads or task not in TASKS:
+            raise ValueError(
+                f"`tasks` must map head names {list(heads)} to one of {TASKS}. "
+                f"Received: {head!r}: {task!r}"
+            )
+    return tasks
 
 
 def _check_class_names(value, widths):
