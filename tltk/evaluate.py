@@ -59,6 +59,48 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class RegressionReport:
+    """Metrics of a regression head: mean absolute and root mean squared error, and R^2 (over all
+    its outputs)."""
+
+    mae: float
+    rmse: float
+    r2: float
+    num_examples: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"examples: {self.num_examples}\nMAE: {self.mae:.4f}\nRMSE: {self.rmse:.4f}\n"
+            f"R^2: {self.r2:.4f}"
+        )
+
+
+@dataclasses.dataclass
+class HeadsReport:
+    """The evaluation of a model with several heads: one report per head.
+
+    Attributes:
+        heads: dict. `{head: EvaluationReport}` for heads with classes, `{head:
+            RegressionReport}` for regression heads.
+        files: dict. Paths of the files written: `report` (every head's figures) and, per head
+            with classes, `confusion_matrix_<head>` and `misclassified_<head>`.
+    """
+
+    heads: dict
+    files: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"heads": {h: r.to_dict() for h, r in self.heads.items()}, "files": self.files}
+
+    def summary(self) -> str:
+        """Each head's summary under its name."""
+        return "\n\n".join(f"[{head}]\n{r.summary()}" for head, r in self.heads.items())
+
+
 def evaluate(
     model,
     data,
@@ -75,7 +117,8 @@ def evaluate(
     Args:
         model: keras.Model or predictor. Anything with `predict(images) -> probabilities`, such as
             a Keras model, `tltk.load_exported(path)`, or a text classifier (inputs are strings;
-            no image grid is drawn then).
+            no image grid is drawn then). A model with several heads (its predictions a dict,
+            its labels `{head: labels}`) is evaluated head by head: see `HeadsReport`.
         data: tf.data.Dataset, `tltk.data.ImageData` or `(images, labels)`. Batches of
             `(images, labels)`; an `ImageData` is evaluated on its `test` split, else `validation`.
             Labels are integers, one-hot or multi-hot.
@@ -89,7 +132,7 @@ def evaluate(
         max_misclassified: int. Most images in `misclassified.png`. Defaults to `16`.
 
     Returns:
-        An `EvaluationReport`.
+        An `EvaluationReport` (a `HeadsReport` for a model with several heads).
 
     Example:
 
@@ -99,12 +142,123 @@ def evaluate(
     ```
     """
     images, labels, names = _collect(data, class_names)
-    if len(labels) == 0:
+    if len(images) == 0:
         raise ValueError("`data` holds no examples to evaluate. Received: an empty dataset")
     names = names or getattr(model, "class_names", None)
     is_text = images.dtype.kind in "OSU"
     inputs = _as_strings(images) if is_text else images
     probs = model.predict(inputs, verbose=0) if _is_keras(model) else model.predict(inputs)
+    if isinstance(probs, dict) or isinstance(labels, dict):
+        if not (isinstance(probs, dict) and isinstance(labels, dict)) or set(labels) - set(probs):
+            raise ValueError(
+                "A model with several heads is evaluated on labels per head, `{head: labels}`, "
+                f"for heads it has. Received: predictions of "
+                f"{list(probs) if isinstance(probs, dict) else 'one head'}, labels of "
+                f"{list(labels) if isinstance(labels, dict) else 'one head'}"
+            )
+        tasks = getattr(model, "tasks", {})
+        return _heads_report(
+            images,
+            labels,
+            probs,
+            names or {},
+            tasks,
+            out_dir,
+            history,
+            dict(top_k=top_k, threshold=threshold, max_misclassified=max_misclassified),
+            skipped=getattr(data, "skipped", ()),
+            is_text=is_text,
+        )
+    return _report(
+        images,
+        labels,
+        probs,
+        names,
+        out_dir,
+        history,
+        top_k,
+        threshold,
+        max_misclassified,
+        skipped=getattr(data, "skipped", ()),
+        is_text=is_text,
+    )
+
+
+def _heads_report(images, labels, probs, names, tasks, out_dir, history, options, **kwargs):
+    """A `HeadsReport`: each labelled head as `evaluate` reports one head, files suffixed by head;
+    regression heads (by the model's `tasks`, else float labels that are not 0/1) by their
+    errors."""
+    heads = {}
+    for head, truth in labels.items():
+        scores = probs[head]
+        scores = np.asarray(scores[1] if isinstance(scores, tuple) else scores, dtype="float64")
+        regression = tasks.get(head) == "regression" or (
+            head not in tasks and truth.dtype.kind == "f" and not np.isin(truth, (0, 1)).all()
+        )
+        if regression:
+            truth = truth.astype("float64").reshape(scores.shape)
+            heads[head] = RegressionReport(
+                mae=float(skm.mean_absolute_error(truth, scores)),
+                rmse=float(np.sqrt(skm.mean_squared_error(truth, scores))),
+                r2=float(skm.r2_score(truth, scores)),
+                num_examples=int(len(truth)),
+            )
+            continue
+        heads[head] = _report(
+            images,
+            truth,
+            scores,
+            names.get(head),
+            None,
+            None,
+            **options,
+            **kwargs,
+        )
+    report = HeadsReport(heads)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        for head, head_report in heads.items():
+            if isinstance(head_report, EvaluationReport):
+                _write_plots(
+                    head_report,
+                    images,
+                    labels[head],
+                    probs_of(probs[head]),
+                    out_dir,
+                    options["max_misclassified"],
+                    kwargs["is_text"],
+                    suffix=f"_{head}",
+                )
+                report.files.update(head_report.files)
+        if history is not None:
+            report.files["training_curves"] = plots.training_curves(
+                history, os.path.join(out_dir, "training_curves.png")
+            )
+        report.files["report"] = os.path.join(out_dir, "report.json")
+        _write_json(report.to_dict(), report.files["report"])
+    return report
+
+
+def probs_of(scores):
+    """The scores array of one head's prediction (a tltk predictor gives `(names, scores)`)."""
+    return np.asarray(scores[1] if isinstance(scores, tuple) else scores)
+
+
+def _report(
+    images,
+    labels,
+    probs,
+    names,
+    out_dir,
+    history,
+    top_k,
+    threshold,
+    max_misclassified,
+    *,
+    skipped,
+    is_text,
+):
+    """The `EvaluationReport` of one head's scores, and its files in `out_dir`."""
     if isinstance(probs, tuple):  # a tltk Predictor returns (names, probabilities)
         probs = probs[1]
     probs = np.asarray(probs)
@@ -124,26 +278,11 @@ def evaluate(
         if multi_label
         else _single_label_report(labels, probs, names, top_k)
     )
-    report.skipped = [[os.fsdecode(path), reason] for path, reason in getattr(data, "skipped", ())]
+    report.skipped = [[os.fsdecode(path), reason] for path, reason in skipped]
 
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        if not multi_label:
-            report.files["confusion_matrix"] = plots.confusion_matrix(
-                np.asarray(report.confusion_matrix),
-                names,
-                os.path.join(out_dir, "confusion_matrix.png"),
-            )
-        if not multi_label and not is_text:
-            truth = labels.argmax(1) if labels.ndim == 2 else labels
-            report.files["misclassified"] = plots.misclassified(
-                images,
-                truth,
-                probs,
-                names,
-                os.path.join(out_dir, "misclassified.png"),
-                limit=max_misclassified,
-            )
+        _write_plots(report, images, labels, probs, out_dir, max_misclassified, is_text)
         if history is not None:
             report.files["training_curves"] = plots.training_curves(
                 history, os.path.join(out_dir, "training_curves.png")
@@ -151,6 +290,28 @@ def evaluate(
         report.files["report"] = os.path.join(out_dir, "report.json")
         _write_json(report.to_dict(), report.files["report"])
     return report
+
+
+def _write_plots(report, images, labels, probs, out_dir, limit, is_text, suffix=""):
+    """The confusion matrix and misclassified images of a single-label report, into its files."""
+    if report.multi_label:
+        return
+    names = report.class_names
+    report.files[f"confusion_matrix{suffix}"] = plots.confusion_matrix(
+        np.asarray(report.confusion_matrix),
+        names,
+        os.path.join(out_dir, f"confusion_matrix{suffix}.png"),
+    )
+    if not is_text:
+        truth = labels.argmax(1) if labels.ndim == 2 else labels
+        report.files[f"misclassified{suffix}"] = plots.misclassified(
+            images,
+            truth,
+            probs,
+            names,
+            os.path.join(out_dir, f"misclassified{suffix}.png"),
+            limit=limit,
+        )
 
 
 def _single_label_report(labels, probs, names, top_k):
@@ -212,13 +373,14 @@ def _collect(data, class_names):
     """Returns `(images, labels, class_names)` as NumPy arrays from any supported `data`."""
     names = class_names
     if hasattr(data, "class_names") and hasattr(data, "validation"):
-        names = names or list(data.class_names)
+        given = data.class_names
+        names = names or (dict(given) if isinstance(given, dict) else list(given))
         split = data.test if getattr(data, "test", None) is not None else data.validation
         if split is None:
             raise ValueError("`data` has neither a test nor a validation split to evaluate on.")
         data = split
     if isinstance(data, tuple) and len(data) == 2:
-        return np.asarray(data[0]), np.asarray(data[1]), names
+        return np.asarray(data[0]), _arrays(data[1]), names
     images, labels = [], []
     for batch in data:
         if not (isinstance(batch, tuple) and len(batch) >= 2):
@@ -226,10 +388,23 @@ def _collect(data, class_names):
                 "`data` must yield (images, labels) batches. Received: a dataset of single tensors"
             )
         images.append(np.asarray(batch[0]))
-        labels.append(np.asarray(batch[1]))
+        labels.append(_arrays(batch[1]))
     if not images:
         return np.zeros((0,)), np.zeros((0,)), names
+    if isinstance(labels[0], dict):
+        return (
+            np.concatenate(images),
+            {h: np.concatenate([b[h] for b in labels]) for h in labels[0]},
+            names,
+        )
     return np.concatenate(images), np.concatenate(labels), names
+
+
+def _arrays(labels):
+    """Labels as a NumPy array, or `{head: array}` for labels per head."""
+    if isinstance(labels, dict):
+        return {head: np.asarray(value) for head, value in labels.items()}
+    return np.asarray(labels)
 
 
 def _as_strings(texts):

@@ -11,6 +11,11 @@ from tltk.heads import layer_activation
 from tltk.transfer_model import TransferModel
 
 
+def is_multi_head(model):
+    """Whether `model` is a `tltk.TransferModel` with several heads (a dict output)."""
+    return isinstance(model, TransferModel) and len(model.heads) > 1
+
+
 def output_layer(model):
     """The output layer of a one-head `tltk.TransferModel` (the last layer of its head)."""
     if not isinstance(model, TransferModel) or len(model.heads) != 1:
@@ -33,13 +38,16 @@ def objective(model, dataset, *, loss=None):
     Softmax with integer labels gives sparse categorical cross-entropy, with one-hot labels
     categorical cross-entropy; sigmoid gives binary cross-entropy (multi-label) and a ROC AUC
     metric named `"auc"` besides accuracy; a linear output (logits) gives the same losses with
-    `from_logits=True`.
+    `from_logits=True`. A model with several heads gets them per head (`{head: loss}`,
+    `{head: metrics}`, as `compile` takes them for a dict output; its labels are a dict keyed by
+    head); a `"regression"` head gets the mean squared error and a metric `"mae"`.
 
     Args:
-        model: tltk.TransferModel. A one-head classifier.
+        model: tltk.TransferModel. A classifier.
         dataset: tf.data.Dataset. Batches of `(images, labels, ...)`; only its spec is read.
-        loss: str, keras loss or None. Use this loss instead of inferring one; the metric is still
-            inferred where possible. Defaults to `None`.
+        loss: str, keras loss, dict or None. Use this loss instead of inferring one (with several
+            heads: a dict naming some of them); the metric is still inferred where possible.
+            Defaults to `None`.
 
     Returns:
         `(loss, metrics)`, ready for `model.compile`.
@@ -58,8 +66,10 @@ def objective(model, dataset, *, loss=None):
         raise ValueError(
             f"The dataset must yield (images, labels) batches. Received: element_spec={spec}"
         )
+    if is_multi_head(model):
+        return _per_head(model, spec[1], loss)
     try:
-        inferred, metrics = _infer(model, spec[1])
+        inferred, metrics = _infer(output_layer(model), spec[1])
     except ValueError:
         if loss is None:
             raise
@@ -67,9 +77,56 @@ def objective(model, dataset, *, loss=None):
     return (loss if loss is not None else inferred), metrics
 
 
-def _infer(model, labels):
-    activation = output_activation(model)
-    units = int(output_layer(model).units)
+def _per_head(model, labels, loss):
+    """`({head: loss}, {head: metrics})` for a model with several heads and dict labels."""
+    heads = list(model.heads)
+    _check_heads_labelled(model, labels)
+    given = loss if isinstance(loss, dict) else {}
+    if loss is not None and (not isinstance(loss, dict) or set(loss) - set(heads)):
+        raise ValueError(
+            f"`loss` of a model with heads {heads} must be a dict naming some of them. "
+            f"Received: loss={loss!r}"
+        )
+    losses, metrics = {}, {}
+    for head, layers in model.heads.items():
+        if model.tasks[head] == "regression":
+            inferred = keras.losses.MeanSquaredError()
+            metrics[head] = [keras.metrics.MeanAbsoluteError(name="mae")]
+        else:
+            inferred, metrics[head] = _infer(layers[-1], labels[head])
+        losses[head] = given.get(head, inferred)
+    return losses, metrics
+
+
+def _check_heads_labelled(model, labels):
+    heads = list(model.heads)
+    missing = [h for h in heads if not isinstance(labels, dict) or h not in labels]
+    if missing:
+        got = list(labels) if isinstance(labels, dict) else f"of shape {tuple(labels.shape)}"
+        raise ValueError(
+            f"Model {model.name!r} has heads {heads}: its labels must be a dict with one entry "
+            f"per head (missing {missing}), as `tltk.data.from_arrays(images, {{head: labels}})` "
+            f"or `from_csv(..., label_column={{head: column}})` make them. Received: labels {got}"
+        )
+
+
+def combined_loss(losses, weights=None):
+    """One loss function of dict labels and predictions: `sum(weight * loss)` over the heads
+    (what `compile(loss=losses, loss_weights=weights)` trains on)."""
+    losses = {head: keras.losses.get(loss) for head, loss in losses.items()}
+    weights = weights or {}
+
+    def loss(y_true, y_pred):
+        return tf.add_n(
+            [weights.get(h, 1.0) * fn(y_true[h], y_pred[h]) for h, fn in losses.items()]
+        )
+
+    return loss
+
+
+def _infer(layer, labels):
+    activation = layer_activation(layer)
+    units = int(layer.units)
     logits = activation == "linear"
     rank = labels.shape.rank
     last = labels.shape[-1] if rank else None
@@ -99,14 +156,24 @@ def classes(model):
 
 
 def check_labels(labels, model, where):
-    """Raises a `ValueError` naming `where` if integer `labels` fall outside the model's classes."""
+    """Raises a `ValueError` naming `where` if integer `labels` fall outside the model's classes
+    (per head for a model with several heads, whose labels are a dict)."""
+    if is_multi_head(model):
+        _check_heads_labelled(model, labels)
+        for head, layers in model.heads.items():
+            if head in labels and model.tasks[head] == "classification":
+                _check_range(labels[head], int(layers[-1].units), f"{where} (head {head!r})")
+        return
+    _check_range(labels, int(output_layer(model).units), where)
+
+
+def _check_range(labels, units, where):
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu" or not labels.size:
         return
-    count = classes(model)
+    count = max(units, 2)
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= count:
-        units = int(output_layer(model).units)
         raise ValueError(
             f"{where} holds label {low if low < 0 else high}, but the model has {units} "
             f"output(s), classes 0..{count - 1}: build it with `num_classes` equal to the "
@@ -122,6 +189,13 @@ def check_class_weight(class_weight, model):
     """
     if class_weight is None:
         return None
+    if is_multi_head(model):
+        raise ValueError(
+            f"`class_weight` weighs the classes of one head; model {model.name!r} has heads "
+            f"{list(model.heads)}: put per-head sample weights in the dataset instead, "
+            "`(images, labels, {head: weights})`, and weigh the heads with `loss_weights`. "
+            f"Received: class_weight={class_weight!r}"
+        )
     if not isinstance(class_weight, dict):
         raise ValueError(
             "`class_weight` must be a dict {class_index: weight}. "

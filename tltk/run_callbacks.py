@@ -86,3 +86,27 @@ class ContinuousRun(keras.callbacks.Callback):
         """A user's callback stopped the full model: stop the model being fitted."""
         if self.target.stop_training and self.model is not None:
             self.model.stop_training = True
+
+
+class HeadsAccuracy(keras.callbacks.Callback):
+    """Adds `"accuracy"` and `"val_accuracy"` to each epoch's logs of a model with several heads:
+    the mean of its heads' accuracies (`"<head>_accuracy"`; regression heads have none), so that
+    `fine_tune`'s `monitor="val_accuracy"` and a user's callbacks see one figure for the model.
+
+    Args:
+        model: tltk.TransferModel. The model with several heads.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.names = [
+            f"{head}_accuracy" for head, task in model.tasks.items() if task != "regression"
+        ]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.names:
+            return
+        for prefix in ("", "val_"):
+            values = [logs[prefix + name] for name in self.names if prefix + name in logs]
+            if values:
+                logs[f"{prefix}accuracy"] = float(sum(values) / len(values))

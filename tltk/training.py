@@ -20,9 +20,9 @@ from tltk import distribute, freezing, regularizers
 from tltk.feature_cache import FeatureCache, cut_layer
 from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
-from tltk.objectives import check_class_weight, objective
+from tltk.objectives import check_class_weight, combined_loss, is_multi_head, objective
 from tltk.probe import fit_probe, linear_layer
-from tltk.run_callbacks import ContinuousRun
+from tltk.run_callbacks import ContinuousRun, HeadsAccuracy
 from tltk.run_state import BestTracker, RunState
 from tltk.schedules import warmup_cosine
 from tltk.stages import AUTO, Stage, is_auto, resolve_rates
@@ -124,6 +124,7 @@ def fine_tune(
     augmented_views=4,
     train_bn=None,
     loss=None,
+    loss_weights=None,
     monitor="val_accuracy",
     stages=None,
     regularizer=None,
@@ -159,7 +160,10 @@ def fine_tune(
         model: tltk.TransferModel. A model from `tltk.build_classifier` or
             `tltk.build_text_classifier` (or one of them reloaded); trained in place.
         train: tf.data.Dataset. Batches of `(images, labels)` (raw pixels 0..255); labels are
-            class indexes, one-hot or multi-hot, as the model's output requires.
+            class indexes, one-hot or multi-hot, as the model's output requires; with several
+            heads a dict `{head: labels}` (`tltk.data.from_arrays(images, {head: labels})`).
+            A model with several heads trains its head stage on the whole model (no feature
+            cache, no linear probe: 5 epochs by default).
         validation: tf.data.Dataset. Batches like `train`; chooses the weights and when the head
             stage stops.
         head_epochs: int or str. Epochs of stage 1 (head only); `0` skips it. On cached features
@@ -216,10 +220,17 @@ def fine_tune(
         train_bn: bool. Let BatchNorm layers of unfrozen groups train. Defaults to the model's
             own setting (`model.train_bn`, from `build_classifier(train_bn=...)`).
         loss: str or keras loss. Defaults to one chosen from the output activation and the labels
-            (see `tltk.objectives.objective`).
+            (see `tltk.objectives.objective`); with several heads a dict `{head: loss}` naming
+            any of them.
+        loss_weights: dict or None. With several heads, `{head: weight}` (1.0 for a head left
+            out): the training loss is the weighted sum of the heads' losses. Defaults to
+            `None` (every head weighs 1).
         monitor: str. Validation metric that chooses the weights; `"val_loss"` is minimised,
             anything else maximised, and a tie goes to the epoch with the lower `val_loss`.
-            Defaults to `"val_accuracy"`.
+            With several heads, `"val_accuracy"` is the mean of the heads' validation
+            accuracies (regression heads have none), `"val_loss"` the weighted sum of their
+            losses, and one head's metric is `"val_<head>_accuracy"`. Defaults to
+            `"val_accuracy"`.
         stages: list of tltk.Stage. Run this plan instead of the one `tltk.plan_stages` makes
             from `head_epochs`, `epochs`, `unfreeze`, `fine_tune_lr`, `early_stopping` and
             `cache_features` (which are then not used). Defaults to `None`.
@@ -295,6 +306,7 @@ def fine_tune(
                     optimizer=_optimizer(s.optimizer, plan[0].learning_rate, s.weight_decay),
                     loss=stage_loss,
                     metrics=metrics,
+                    loss_weights=s.loss_weights,
                 )
         return _result(model, state, records, s, finder)
 
@@ -333,6 +345,8 @@ def _choose_rates(model, train, settings, state, cache):
     finder = None
     if is_auto(head_rate) and any(is_auto(stage.learning_rate) for stage in settings.stages):
         loss = objective(model, train, loss=settings.loss)[0]
+        if isinstance(loss, dict):  # several heads: their weighted sum, as compile trains it
+            loss = combined_loss(loss, settings.loss_weights)
         if cache is not None:
             features = tf.data.Dataset.from_tensor_slices(cache.train[0]).batch(cache.batch_size)
             finder = find_lr(
@@ -381,7 +395,9 @@ def _run_stage(model, stage, train, validation, settings, steps, callbacks, cach
         stage_loss, metrics = objective(model, train, loss=s.loss)
         # The full model is compiled with the optimizer that trains the head in a cached stage
         # too: callbacks see the full model, and read its optimizer (TensorBoard logs its rate).
-        model.compile(optimizer=optimizer, loss=stage_loss, metrics=metrics)
+        model.compile(
+            optimizer=optimizer, loss=stage_loss, metrics=metrics, loss_weights=s.loss_weights
+        )
         head_metrics = objective(model, train, loss=s.loss)[1]  # not shared: each model its own
     if stage.cached:
         cache.fit(
@@ -461,6 +477,8 @@ def _probe(model, train, cache, state, index, settings):
 
 def _stage_callbacks(model, state, index, stage, settings):
     callbacks = [BestTracker(model, state, index, settings.monitor)]
+    if is_multi_head(model):  # first: the others see the heads' mean accuracy
+        callbacks.insert(0, HeadsAccuracy(model))
     if settings.regularizer is not None and stage.unfrozen:  # before others: they see its value
         callbacks.insert(0, regularizers.PenaltyLog(model, settings.regularizer))
     if settings.checkpoint_dir is not None:

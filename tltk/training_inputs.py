@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from tltk import regularizers
 from tltk.argcheck import integer, real
-from tltk.objectives import check_class_weight, check_labels, output_layer
+from tltk import distribute
+from tltk.objectives import check_class_weight, check_labels, is_multi_head
 from tltk.stages import check_stages, plan_stages
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -54,6 +55,7 @@ class Settings:
     augmented_views: int
     train_bn: bool
     loss: object
+    loss_weights: dict | None
     monitor: str
     verbose: int
 
@@ -94,6 +96,7 @@ def check_settings(
     augmented_views,
     train_bn,
     loss,
+    loss_weights,
     monitor,
     stages,
     regularizer,
@@ -129,6 +132,16 @@ def check_settings(
             "`monitor` must name a validation metric such as 'val_accuracy'. "
             f"Received: monitor={monitor!r}"
         )
+    if (
+        is_multi_head(model)
+        and monitor in ("val_accuracy", "accuracy")
+        and set(model.tasks.values()) == {"regression"}
+    ):
+        raise ValueError(
+            f"Model {model.name!r} has only regression heads, which have no accuracy: pass "
+            "monitor='val_loss' (or a head's metric, e.g. 'val_<head>_mae' with a lower-is-"
+            f"better name ending in 'loss'). Received: monitor={monitor!r}"
+        )
     return Settings(
         stages=plan if stages is None else check_stages(model, stages),
         head_epochs=head_epochs if isinstance(head_epochs, str) else int(head_epochs),
@@ -149,6 +162,7 @@ def check_settings(
         augmented_views=integer("augmented_views", augmented_views, minimum=1),
         train_bn=bool(model.train_bn if train_bn is None else train_bn),
         loss=loss,
+        loss_weights=_loss_weights(loss_weights, model),
         monitor=monitor,
         regularizer=regularizer,
         regularizer_strength=regularizer_strength,
@@ -157,9 +171,34 @@ def check_settings(
     )
 
 
+def _loss_weights(loss_weights, model):
+    """`{head: weight}` for a model with several heads (1.0 where unnamed), else `None`."""
+    if loss_weights is None:
+        return None
+    heads = list(model.heads)
+    if not is_multi_head(model) or not isinstance(loss_weights, dict):
+        raise ValueError(
+            f"`loss_weights` weighs the heads of a model with several heads, as a dict "
+            f"{{head: weight}}; model {model.name!r} has heads {heads}. "
+            f"Received: loss_weights={loss_weights!r}"
+        )
+    unknown = [h for h in loss_weights if h not in heads]
+    if unknown:
+        raise ValueError(
+            f"`loss_weights` names heads {unknown} the model does not have; its heads are "
+            f"{heads}. Received: loss_weights={loss_weights!r}"
+        )
+    return {h: real(f"loss_weights[{h!r}]", loss_weights.get(h, 1.0), "[0, inf)") for h in heads}
+
+
 def check_data(model, train, validation):
     """Checks that both datasets yield batches the model takes, `validation` is not empty, and
     its first batch's labels are classes of the model."""
+    if is_multi_head(model) and distribute.is_multi_worker(model.distribute_strategy):
+        raise ValueError(
+            f"Model {model.name!r} has several heads, which tltk's multi-worker training step "
+            "does not train yet: train it on one machine (or under a MirroredStrategy)."
+        )
     for name, dataset in (("train", train), ("validation", validation)):
         check_batched(model, dataset, name)
     check_labels(first_batch(validation, "validation")[1], model, "The first batch of `validation`")
@@ -200,7 +239,7 @@ def fingerprint(settings, model, train, validation):
     return {
         **settings.fingerprint(),
         "model": {
-            "outputs": int(output_layer(model).units),
+            "outputs": {h: int(layers[-1].units) for h, layers in model.heads.items()},
             "class_names": model.class_names,
             "weight_shapes": _digest(str([tuple(w.shape) for w in model.weights]).encode()),
         },
@@ -222,7 +261,8 @@ def label_range_error(error, model):
     if "Received a label value of" not in message:
         return None
     value = message.split("Received a label value of")[1].split()[0]
-    units = int(output_layer(model).units)
+    units = {h: int(layers[-1].units) for h, layers in model.heads.items()}
+    units = next(iter(units.values())) if len(units) == 1 else units
     return ValueError(
         f"`train` or `validation` holds label {value}, but the model has {units} output(s): "
         "build it with `num_classes` equal to the data's class count (e.g. `data.num_classes`), "

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tltk.data import cache as cache_module
-from tltk.data import decode, labels, pipeline
+from tltk.data import decode, head_labels, labels, pipeline
 from tltk.data.images import check_image_size
 from tltk.data.sources import DiskPixels, MemoryPixels
 
@@ -41,10 +41,14 @@ def from_arrays(
 
     Args:
         x: array. `(n, height, width)` or `(n, height, width, channels)` images, 1 to 4 channels.
-        y: array. `(n,)` class indexes or class-name strings, or `(n, num_classes)` multi-hot 0/1
-            rows for multi-label data.
-        class_names: list of str or None. Names of the classes, in label order. Defaults to the
-            sorted names in `y` (strings), `"0"`.. (indexes), or `"0"`.. per column (multi-hot).
+        y: array or dict. `(n,)` class indexes or class-name strings, or `(n, num_classes)`
+            multi-hot 0/1 rows for multi-label data. A dict `{head: array}` gives the labels of
+            a model with several heads (the datasets then yield `{head: labels}`): each array
+            as above, or floats for a regression head; the split is stratified by the first
+            head with classes.
+        class_names: list of str, dict or None. Names of the classes, in label order (a dict
+            `{head: names}` with labels per head). Defaults to the sorted names in `y`
+            (strings), `"0"`.. (indexes), or `"0"`.. per column (multi-hot).
         image_size: tuple or None. `(height, width)` to resize to, or an int for a square.
             Defaults to `None`: keep the arrays' size.
         batch_size: int. Batch size. Defaults to `32`.
@@ -78,9 +82,25 @@ def from_arrays(
         batch_size=batch_size, validation_split=validation_split, test_split=test_split, seed=seed
     )
     x = _check_images(x)
-    encoded, class_names, multi_label = _encode_labels(y, class_names, len(x))
-    label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
     image_size = x.shape[1:3] if image_size is None else check_image_size(image_size)
+    if isinstance(y, dict):
+        return head_labels.assemble_heads(
+            _pixels(x, tuple(image_size), crop_to_aspect_ratio, cache),
+            y,
+            class_names=class_names,
+            label_mode=label_mode,
+            keys=[str(i) for i in range(len(x))],
+            where="the arrays",
+            image_size=image_size,
+            sources=list(range(len(x))),
+            skipped=[],
+            batch_size=batch_size,
+            validation_split=validation_split,
+            test_split=test_split,
+            seed=seed,
+        )
+    encoded, class_names, multi_label = encode_labels(y, class_names, len(x))
+    label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
     labels.check_counts(encoded, class_names, multi_label, "the arrays")
     images = _pixels(x, tuple(image_size), crop_to_aspect_ratio, cache)
     splits = pipeline.stratified_split(
@@ -186,8 +206,9 @@ def to_uint8(x, name):
     return np.round(x).astype(np.uint8)
 
 
-def _encode_labels(y, class_names, count):
-    """`(encoded labels, class names, multi_label)` from `y`; raises naming what is wrong."""
+def encode_labels(y, class_names, count):
+    """`(encoded labels, class names, multi_label)` from `y` (one label array: `from_arrays`' and
+    each head's of `tltk.data.head_labels`); raises naming what is wrong."""
     y = np.asarray(y)
     if len(y) != count:
         raise ValueError(

@@ -10,7 +10,7 @@ import pathlib
 
 import numpy as np
 
-from tltk.data import labels, pipeline
+from tltk.data import head_labels, labels, pipeline
 from tltk.data.folders import has_image_extension
 from tltk.data.cache import load_files
 from tltk.data.images import check_image_size
@@ -60,8 +60,11 @@ def from_csv(
             CSV file's folder.
         image_size: tuple. `(height, width)` the images are resized to, or an int for a square.
         filename_column: str or None. Column of file names. Defaults to the first column.
-        label_column: str, list of str or None. Column of labels, or the 0/1 columns of a
-            multi-label table. Defaults to the second column.
+        label_column: str, list of str, dict or None. Column of labels, or the 0/1 columns of
+            a multi-label table; or `{head: column}` for a model with several heads, one
+            single-label column per head (the datasets yield `{head: labels}`, `class_names`
+            is then `{head: names}`; regression targets come from `from_arrays`). Defaults to
+            the second column.
         label_separator: str or None. Splits a label cell into several labels (multi-label).
             Defaults to `None`: one label per cell.
         class_names: list of str or None. The classes, in label order; rows with other labels are
@@ -114,6 +117,8 @@ def from_csv(
     if filename_column is None:
         _check_header(csv_path, image_dir, cells)
     rows, filename_column, label_column = _columns(csv_path, cells, filename_column, label_column)
+    if isinstance(label_column, dict):
+        return _from_heads(csv_path, image_dir, rows, filename_column, label_column, locals())
     multi_label = label_separator is not None or isinstance(label_column, list)
     label_mode = pipeline.resolve_label_mode(label_mode, multi_label)
 
@@ -173,6 +178,61 @@ def from_csv(
     )
 
 
+def _from_heads(csv_path, image_dir, rows, filename_column, columns, settings):
+    """`from_csv` with `label_column={head: column}`: one single-label column per head."""
+    s = settings
+    if s["label_separator"] is not None or s["label_mode"] not in (None, "int", "categorical"):
+        raise ValueError(
+            "With `label_column` per head, each head's column holds one label per row: "
+            "`label_separator` is not used and `label_mode` is 'int' or 'categorical'. "
+            f"Received: label_separator={s['label_separator']!r}, "
+            f"label_mode={s['label_mode']!r}"
+        )
+    given = s["class_names"] if isinstance(s["class_names"], dict) else {}
+    entries, skipped = [], []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{csv_path}:{line}"
+        name = (row.get(filename_column) or "").strip()
+        cells = {head: (row.get(column) or "").strip() for head, column in columns.items()}
+        empty = [head for head, cell in cells.items() if not cell]
+        unknown = [h for h, cell in cells.items() if h in given and cell not in given[h]]
+        if not name or empty or unknown:
+            reason = (
+                "empty file name"
+                if not name
+                else f"empty label of head(s) {empty}"
+                if empty
+                else f"label(s) not in class_names of head(s) {unknown}"
+            )
+            skipped.append((where, reason))
+            continue
+        entries.append((line, name.replace("/", os.sep), cells))
+    entries = _drop_repeats(csv_path, entries, skipped)
+    paths = [str(image_dir / name) for _, name, _ in entries]
+    images, kept, bad = load_files(
+        paths,
+        s["image_size"],
+        crop_to_aspect_ratio=s["crop_to_aspect_ratio"],
+        num_workers=s["num_workers"],
+        cache=s["cache"],
+        where=csv_path,
+    )
+    skipped += bad
+    pipeline.warn_skipped(skipped, len(rows), csv_path)
+    return head_labels.assemble_heads(
+        images,
+        {head: [entries[i][2][head] for i in kept] for head in columns},
+        class_names=s["class_names"],
+        label_mode=s["label_mode"],
+        keys=[entries[i][1] for i in kept],
+        sources=[paths[i] for i in kept],
+        rows=kept,
+        skipped=skipped,
+        where=str(csv_path),
+        **{k: s[k] for k in ("batch_size", "validation_split", "test_split", "seed", "image_size")},
+    )
+
+
 def _read_cells(csv_path, encoding):
     """The file's rows as lists of cells; raises naming the line of an encoding problem."""
     raw = csv_path.read_bytes()
@@ -220,7 +280,13 @@ def _columns(csv_path, cells, filename_column, label_column):
         )
     filename_column = columns[0] if filename_column is None else filename_column
     label_column = columns[1] if label_column is None else label_column
-    labels_wanted = label_column if isinstance(label_column, list) else [label_column]
+    labels_wanted = (
+        list(label_column.values())
+        if isinstance(label_column, dict)
+        else label_column
+        if isinstance(label_column, list)
+        else [label_column]
+    )
     wanted = [filename_column, *labels_wanted]
     missing = [c for c in wanted if c not in columns]
     if missing:

@@ -35,6 +35,12 @@ class ImageData:
             order before shuffling): file paths for folders and CSV, integer indexes into the input
             for arrays and into the TFDS split for TFDS.
 
+    Data with labels per head (`from_arrays(x, {head: y})`, `from_csv(...,
+    label_column={head: column})`) yields `(images, {head: labels})`; then `class_names` is
+    `{head: names}` (no entry for a regression head), `label_mode` `{head: mode}` (a mode may be
+    `"regression"`: float32 targets), `class_counts` `{split: {head: {class_name: count}}}`, and
+    `num_classes` `{head: classes or tltk.HeadSpec}`, what `tltk.build_classifier` takes.
+
     Example:
 
     ```python
@@ -56,8 +62,22 @@ class ImageData:
 
     @property
     def num_classes(self):
-        """int. The number of classes (labels, for multi-label data)."""
-        return len(self.class_names)
+        """int. The number of classes (labels, for multi-label data); with labels per head,
+        `{head: classes or tltk.HeadSpec}` (multi-label and regression heads as specs)."""
+        if not isinstance(self.label_mode, dict):
+            return len(self.class_names)
+        from tltk.heads import HeadSpec
+
+        heads = {}
+        for head, mode in self.label_mode.items():
+            if mode == "regression":
+                shape = self.train.element_spec[1][head].shape
+                heads[head] = HeadSpec(shape[1] if shape.rank == 2 else 1, "regression")
+            elif mode == "multi_hot":
+                heads[head] = HeadSpec(len(self.class_names[head]), "multi_label")
+            else:
+                heads[head] = len(self.class_names[head])
+        return heads
 
     @property
     def multi_label(self):
@@ -67,13 +87,24 @@ class ImageData:
     def summary(self):
         """Returns a short text table: examples per class and split, and the files skipped."""
         splits = [s for s in SPLITS if s in self.class_counts]
-        width = max([len(n) for n in self.class_names] + [5])
-        lines = [f"{'class':<{width}}  " + "  ".join(f"{s:>10}" for s in splits)]
-        for name in self.class_names:
-            counts = "  ".join(f"{self.class_counts[s].get(name, 0):>10}" for s in splits)
-            lines.append(f"{name:<{width}}  {counts}")
+        per_head = isinstance(self.label_mode, dict)
+        tables = (
+            {h: {s: self.class_counts[s][h] for s in splits} for h in self.class_names}
+            if per_head
+            else {None: {s: self.class_counts[s] for s in splits}}
+        )
+        names = self.class_names if per_head else {None: self.class_names}
+        lines = []
+        for head, table in tables.items():
+            width = max([len(n) for n in names[head]] + [5])
+            title = "class" if head is None else f"{head}:"
+            lines.append(f"{title:<{width}}  " + "  ".join(f"{s:>10}" for s in splits))
+            for name in names[head]:
+                counts = "  ".join(f"{table[s].get(name, 0):>10}" for s in splits)
+                lines.append(f"{name:<{width}}  {counts}")
+        size = f"heads {self.num_classes}" if per_head else f"{self.num_classes} classes"
         lines.append(
-            f"{self.num_classes} classes, image_size={self.image_size}, "
+            f"{size}, image_size={self.image_size}, "
             f"label_mode={self.label_mode!r}, {len(self.skipped)} files skipped"
         )
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:10]]

@@ -139,9 +139,11 @@ def assemble(
     Args:
         images: uint8 array, tensor or variable of decoded `(rows, height, width, 3)` images, or a
             pixel source from `tltk.data.sources`.
-        labels: array. `(n,)` class indexes, or `(n, num_classes)` multi-hot for `"multi_hot"`.
-        class_names: list of str. The class names.
-        label_mode: str. `"int"`, `"categorical"` or `"multi_hot"`.
+        labels: array or dict. `(n,)` class indexes, or `(n, num_classes)` multi-hot for
+            `"multi_hot"`; or `{head: array}` for several heads (`tltk.data.head_labels`).
+        class_names: list of str, or `{head: list}` (no entry for a regression head).
+        label_mode: str. `"int"`, `"categorical"` or `"multi_hot"`; or `{head: mode}`, where a
+            mode may also be `"regression"`.
         splits: dict. `{split: index array or None}`; `"train"` must hold at least one index.
         sources: list. Where each of the `n` examples came from (path or index).
         batch_size: int. Batch size.
@@ -154,41 +156,49 @@ def assemble(
     Returns:
         A `tltk.data.ImageData`.
     """
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"`label_mode` must be one of {LABEL_MODES}. Received: {label_mode!r}")
-    num_classes = len(class_names)
-    labels = np.asarray(labels)
-    if label_mode == "int":
-        encoded = labels.astype(np.int32)
-    elif label_mode == "categorical":
-        encoded = np.eye(num_classes, dtype=np.float32)[labels.astype(np.int64)]
-    else:
-        encoded = labels.astype(np.float32)
-    rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+    per_head = isinstance(labels, dict)  # `{head: labels}`: see `tltk.data.head_labels`
+    heads = labels if per_head else {None: labels}
+    names = class_names if per_head else {None: class_names}
+    modes = label_mode if per_head else {None: label_mode}
+    labelled = [h for h in heads if modes[h] != "regression"]
+    rows = np.arange(len(heads[next(iter(heads))])) if rows is None else np.asarray(rows, np.int64)
     pixels = images if hasattr(images, "batches") else MemoryPixels(as_variable(images))
-    with tf.device("/CPU:0"):
-        label_rows = np.zeros((pixels.num_rows, *encoded.shape[1:]), dtype=encoded.dtype)
-        label_rows[rows] = encoded
-        label_tensor = tf.constant(label_rows)
-    datasets, counts, split_sources = {}, {}, {}
+    tensors, counts, split_sources, datasets = {}, {}, {}, {}
+    for head, values in heads.items():
+        encoded = _encode(np.asarray(values), names.get(head), modes[head])
+        with tf.device("/CPU:0"):
+            label_rows = np.zeros((pixels.num_rows, *encoded.shape[1:]), dtype=encoded.dtype)
+            label_rows[rows] = encoded
+            tensors[head] = tf.constant(label_rows)
+    label_tensor = tensors if per_head else tensors[None]
     for split in SPLITS:
         indices = splits.get(split)
         if indices is None or (split != "train" and len(indices) == 0):
-            if indices is not None:
-                _warn_empty_split(split, labels[splits["train"]], class_names, label_mode)
+            if indices is not None and labelled:
+                first = labelled[0]
+                train_labels = np.asarray(heads[first])[splits["train"]]
+                _warn_empty_split(split, train_labels, names[first], modes[first])
             datasets[split] = None
             continue
         datasets[split] = _batches(
             pixels, label_tensor, rows[indices], batch_size, shuffle=split == "train", seed=seed
         )
-        counts[split] = _count(labels[indices], class_names, label_mode)
+        split_counts = {
+            h: _count(np.asarray(heads[h])[indices], names[h], modes[h]) for h in labelled
+        }
+        counts[split] = split_counts if per_head else split_counts[None]
         split_sources[split] = tuple(sources[i] for i in indices)
-    _warn_missing_classes(counts, class_names)
+    for head in labelled:
+        _warn_missing_classes(
+            {s: c[head] if per_head else c for s, c in counts.items()}, names[head]
+        )
     return ImageData(
         train=datasets["train"],
         validation=datasets["validation"],
         test=datasets["test"],
-        class_names=tuple(class_names),
+        class_names={h: tuple(n) for h, n in class_names.items()}
+        if per_head
+        else tuple(class_names),
         class_counts=counts,
         skipped=tuple((str(path), reason) for path, reason in skipped),
         image_size=tuple(image_size),
@@ -230,9 +240,22 @@ def as_variable(images):
         )
 
 
+def _encode(labels, class_names, label_mode):
+    """One head's labels as the datasets yield them, for `label_mode`."""
+    if label_mode == "int":
+        return labels.astype(np.int32)
+    if label_mode == "categorical":
+        return np.eye(len(class_names), dtype=np.float32)[labels.astype(np.int64)]
+    if label_mode in ("multi_hot", "regression"):
+        return labels.astype(np.float32)
+    raise ValueError(f"`label_mode` must be one of {LABEL_MODES}. Received: {label_mode!r}")
+
+
 def _batches(pixels, labels, indices, batch_size, *, shuffle, seed):
     def finish(batch, images):
-        return tf.cast(images, tf.float32), tf.gather(labels, batch)
+        return tf.cast(images, tf.float32), tf.nest.map_structure(
+            lambda t: tf.gather(t, batch), labels
+        )
 
     dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if shuffle:
