@@ -172,3 +172,18 @@ def test_fine_tune_explains_what_several_heads_do_not_take(trained):
     single = data.train.map(lambda x, y: (x, y["digit"]))
     with pytest.raises(ValueError, match="missing"):
         tltk.fine_tune(model, single, single, epochs=0, head_epochs=1, verbose=0)
+
+
+def test_find_lr_sums_the_heads_losses(trained):
+    data, model, _ = trained
+    before = [w.copy() for w in model.get_weights()]
+    result = tltk.find_lr(model, data.train, min_lr=1e-5, max_lr=1e-1, steps=12)
+    assert len(result.raw_losses) >= 2 and np.isfinite(result.raw_losses[0])
+    assert result.raw_losses[0] > 1.0  # digit (~2.3 untrained, less now) + parity + ink
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_class_weights_refuses_labels_per_head(trained):
+    with pytest.raises(ValueError, match="labels per head"):
+        tltk.class_weights(trained[0])

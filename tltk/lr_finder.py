@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tltk import atomic
 from tltk.argcheck import integer, real
-from tltk.objectives import objective
+from tltk.objectives import combined_loss, objective
 from tltk.training_inputs import check_batched, first_batch
 
 
@@ -100,7 +100,8 @@ def find_lr(
         steps: int. Training steps (rates), at least 10. Defaults to `100`.
         optimizer: str or keras.optimizers.Optimizer. `"adamw"`, `"adam"`, `"sgd"` (momentum 0.9)
             or an optimizer instance to copy. Defaults to `"adamw"`.
-        loss: str or keras loss. Defaults to the loss `fine_tune` would use.
+        loss: str or keras loss. Defaults to the loss `fine_tune` would use (with several heads,
+            the sum of their losses).
         smoothing: float. Moving-average factor for the loss, in [0, 1). Defaults to `0.98`.
         divergence: float. Stop once the smoothed loss exceeds this many times its minimum.
             Defaults to `4.0`.
@@ -117,7 +118,8 @@ def find_lr(
     ```
     """
     min_lr, max_lr, steps = _check_args(model, train, min_lr, max_lr, steps, smoothing, divergence)
-    loss_fn = keras.losses.get(loss if loss is not None else objective(model, train)[0])
+    loss = loss if loss is not None else objective(model, train)[0]
+    loss_fn = combined_loss(loss) if isinstance(loss, dict) else keras.losses.get(loss)
     rates = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
     variables = model.trainable_variables
     if not variables:

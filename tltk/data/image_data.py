@@ -145,6 +145,11 @@ def class_weights(data):
             "`data` must be a tltk.data.ImageData (what tltk.data.from_* returns). "
             f"Received: data={type(data).__name__}"
         )
+    if isinstance(data.label_mode, dict):
+        raise ValueError(
+            "class_weights weighs the classes of one label; this data has labels per head "
+            f"{list(data.label_mode)}: put per-head sample weights in the dataset instead."
+        )
     if data.multi_label:
         raise ValueError(
             "class_weights works on single-label data only: Keras' `class_weight` takes the argmax "
