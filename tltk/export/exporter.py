@@ -71,12 +71,12 @@ def export(
     (a classification or multi-label head with its labels file). A classification head gives
     probabilities (a softmax added to logits), a multi-label head sigmoid scores, a regression
     head raw values (int8: a uint8 output covering the range seen in calibration; values beyond
-    it are clipped). `labels.txt` is replaced by `labels_<head>.txt` per classification or
-    multi-label head, and `export.json` has a `heads` entry (task, units, class names and labels
-    file per head). Each head passes the parity gate on its own (see `tltk.export.parity`).
-    MediaPipe Tasks' `ImageClassifier` runs such files: its result has one `classifications`
-    entry per head with `head_name` set; a regression head comes out as one unnamed category
-    per value, its score the value.
+    it are clipped, so give `representative_data` spanning the targets). `labels.txt` is
+    replaced by `labels_<head>.txt` per classification or multi-label head, and `export.json`
+    has a `heads` entry (task, units, class names and labels file per head). Each head passes
+    the parity gate on its own (see `tltk.export.parity`). MediaPipe Tasks' `ImageClassifier`
+    runs such files: its result has one `classifications` entry per head with `head_name` set;
+    a regression head comes out as one unnamed category per value, its score the value.
 
     A text classifier (`tltk.build_text_classifier`) gets a SavedModel taking strings and a
     float32 TFLite file taking token ids, with its tokenizer's vocabulary: see

@@ -94,19 +94,23 @@ def output_heads(model):
     output_heads(model)   # (OutputHead('digit', 'classification', 10), OutputHead('parity', ...))
     ```
     """
-    if not isinstance(model.output, dict):
+    try:
+        outputs = model.output
+    except (AttributeError, ValueError):  # not a model, or one never called: checked elsewhere
+        return None
+    if not isinstance(outputs, dict):
         return None
     if not isinstance(model, TransferModel):
         raise ValueError(
             "Export of a model with several named outputs needs a tltk.TransferModel, whose "
             "`tasks` say which heads are regression: build it with "
             "tltk.build_classifier(backbone, num_classes={head: classes or tltk.HeadSpec}). "
-            f"Received: a {type(model).__name__} with outputs {sorted(model.output)}"
+            f"Received: a {type(model).__name__} with outputs {sorted(outputs)}"
         )
     tasks = model.tasks
     heads = []
     for name in model.heads:
-        tensor = model.output[name]
+        tensor = outputs[name]
         if len(tensor.shape) != 2 or tensor.shape[1] is None:
             raise ValueError(
                 f"Each head must output (batch, units). Received: head {name!r} of shape "
