@@ -479,6 +479,11 @@ def _predictor(model_path, class_names):
     from tltk.export import load_exported
 
     predictor = load_exported(_model_file(model_path))
+    if class_names is not None and predictor.heads is not None:
+        raise ValueError(
+            f"{model_path} has several heads {list(predictor.heads)}; --class-names names the "
+            "classes of one output. Drop it (export the model with labels per head)."
+        )
     if class_names is not None:
         numbered = [str(i) for i in range(len(predictor.class_names))]
         if len(class_names) != len(numbered):
@@ -628,14 +633,14 @@ def predict(model_path, inputs, top, output, class_names):
         files = _image_files(inputs)
         images, kept, skipped = load_images(files, predictor.input_shape[:2])
         shown, batch = [files[i] for i in kept], images.numpy()[kept].astype("float32")
-    probabilities = predictor.predict(batch)[1] if len(shown) else []
-    names = predictor.class_names
-    for item, probs in zip(shown, probabilities):
-        best = probs.argsort()[::-1][:top]
-        click.echo(f"{item}: " + ", ".join(f"{names[i]} {probs[i]:.3f}" for i in best))
+    rows_of = _one_head_rows if predictor.heads is None else _head_rows
+    lines, rows, columns = rows_of(predictor, shown, batch, top)
+    for line in lines:
+        click.echo(line)
     _print_skipped(skipped)
     if output is not None:
-        _write_predictions(output, names, shown, probabilities, skipped)
+        failed = [{"input": os.fsdecode(item), "error": reason} for item, reason in skipped]
+        _write_rows(output, rows, failed, columns)
         click.echo(
             f"Wrote {len(shown)} prediction(s) and {len(skipped)} skipped file(s) to {output}."
         )
@@ -643,32 +648,65 @@ def predict(model_path, inputs, top, output, class_names):
         raise ValueError("No input could be read; nothing was predicted.")
 
 
-def _write_predictions(path, names, inputs, probabilities, skipped):
-    """Writes predictions as CSV (one row per input, one column per class) or JSON."""
+def _one_head_rows(predictor, shown, batch, top):
+    """The printed lines, the rows (one column per class) and the columns of `tltk predict`."""
+    probabilities = predictor.predict(batch)[1] if len(shown) else []
+    names = predictor.class_names
+    lines, rows = [], []
+    for item, probs in zip(shown, probabilities):
+        best = probs.argsort()[::-1][:top]
+        lines.append(f"{item}: " + ", ".join(f"{names[i]} {probs[i]:.3f}" for i in best))
+        rows.append(
+            {
+                "input": str(item),
+                "prediction": names[int(probs.argmax())],
+                "probability": float(probs.max()),
+                "error": "",
+                **{name: float(p) for name, p in zip(names, probs)},
+            }
+        )
+    return lines, rows, ["input", "prediction", "probability", "error", *names]
+
+
+def _head_rows(predictor, shown, batch, top):
+    """`_one_head_rows` for a model with several heads: each head on each input's line; per
+    labelled head a `<head>` column (the top class) and `<head>.<class>` columns, per
+    regression head `<head>` (or `<head>.<i>`) values."""
+    predictions = predictor.predict(batch) if len(shown) else {}
+    lines, rows = [], []
+    for i, item in enumerate(shown):
+        row, parts = {"input": str(item), "error": ""}, []
+        for head, prediction in predictions.items():
+            if isinstance(prediction, tuple):
+                names, probs = predictor.class_names[head], prediction[1][i]
+                best = probs.argsort()[::-1][:top]
+                parts.append(f"{head}: " + ", ".join(f"{names[j]} {probs[j]:.3f}" for j in best))
+                row[head] = prediction[0][i]
+                row.update({f"{head}.{name}": float(p) for name, p in zip(names, probs)})
+            else:
+                values = prediction[i]
+                parts.append(f"{head}: " + ", ".join(f"{v:.4g}" for v in values))
+                keys = [head] if len(values) == 1 else [f"{head}.{j}" for j in range(len(values))]
+                row.update({key: float(v) for key, v in zip(keys, values)})
+        lines.append(f"{item}: " + "; ".join(parts))
+        rows.append(row)
+    columns = dict.fromkeys(["input", "error"] + [key for row in rows for key in row])
+    return lines, rows, list(columns)
+
+
+def _write_rows(path, rows, failed, columns):
+    """Writes prediction rows and skipped files as CSV (`columns`) or JSON."""
     import csv
     import io
     import json
 
     from tltk import atomic
 
-    rows = [
-        {
-            "input": str(item),
-            "prediction": names[int(probs.argmax())],
-            "probability": float(probs.max()),
-            "error": "",
-            **{name: float(p) for name, p in zip(names, probs)},
-        }
-        for item, probs in zip(inputs, probabilities)
-    ]
-    failed = [{"input": os.fsdecode(item), "error": reason} for item, reason in skipped]
     if pathlib.Path(path).suffix.lower() == ".json":
         text = json.dumps({"predictions": rows, "skipped": failed}, indent=2) + "\n"
     else:
         buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer, ["input", "prediction", "probability", "error", *names], restval=""
-        )
+        writer = csv.DictWriter(buffer, columns, restval="")
         writer.writeheader()
         writer.writerows(rows + failed)
         text = buffer.getvalue()
@@ -719,7 +757,8 @@ def _image_files(items):
 @_trusting_hub_handles
 def export_command(model_path, out_dir, quantize, data_dir, overwrite):
     """Export a .keras model (or a run folder's) as a SavedModel and TFLite files, checked
-    against Keras.
+    against Keras. A model with several heads keeps its own class names per head; --data then
+    only gives images (for int8 calibration and the parity gate).
 
     Example: tltk export runs/photos/model.keras exports/photos --quantize int8 --data photos/
     """
@@ -735,12 +774,14 @@ def export_command(model_path, out_dir, quantize, data_dir, overwrite):
         data = tltk_data.from_directory(
             data_dir, image_size=tuple(model.input_shape[1:3]), validation_split=0.0
         )
-        if class_names is not None and list(class_names) != list(data.class_names):
+        several = isinstance(model.output, dict)  # labels per head: the model's own
+        if not several and class_names is not None and class_names != list(data.class_names):
             raise ValueError(
                 f"{data_dir} has classes {data.class_names}, but {model_path} predicts "
                 f"{class_names}: pass --data a folder with the model's classes."
             )
-        samples, class_names = data.train, data.class_names
+        samples = data.train
+        class_names = None if several else data.class_names
     report = export(
         model,
         out_dir,

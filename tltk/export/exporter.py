@@ -16,12 +16,13 @@ import shutil
 import warnings
 
 from tltk import atomic
+from tltk.export.heads import check_head_labels, head_class_names, labels_file
 from tltk.export.image_adapter import ImageAdapter
-from tltk.export.parity import ParityError, compare, gate
+from tltk.export.parity import ParityError, compare, compare_heads, gate
 from tltk.export.record import RECORD_FILE, write_record
 from tltk.export.report import ExportedFile, ExportReport
 from tltk.export.runtime import KerasRunner, SavedModelRunner
-from tltk.export.saved_model import LABELS_FILE, write_labels
+from tltk.export.saved_model import LABELS_FILE, write_label_files
 from tltk.export.text import TextAdapter
 from tltk.text import is_text_model
 from tltk.transfer_model import class_names_of
@@ -63,6 +64,20 @@ def export(
     with each low-rank update merged into its kernel (`tltk.lora.merged_copy`): its files have
     the ops and size of a plain model's, and the parity gate compares them with the LoRA model.
 
+    A model with several heads (`tltk.build_classifier(backbone, num_classes={head: ...})`)
+    gets one output per head everywhere, named by the head, in the model's order: the SavedModel
+    returns `{head: ...}`; each TFLite file's signature outputs are named by head, its output
+    tensors are in head order and named by head, and its metadata has one output entry per head
+    (a classification or multi-label head with its labels file). A classification head gives
+    probabilities (a softmax added to logits), a multi-label head sigmoid scores, a regression
+    head raw values (int8: a uint8 output covering the range seen in calibration; values beyond
+    it are clipped, so give `representative_data` spanning the targets). `labels.txt` is
+    replaced by `labels_<head>.txt` per classification or multi-label head, and `export.json`
+    has a `heads` entry (task, units, class names and labels file per head). Each head passes
+    the parity gate on its own (see `tltk.export.parity`). MediaPipe Tasks' `ImageClassifier`
+    runs such files: its result has one `classifications` entry per head with `head_name` set;
+    a regression head comes out as one unnamed category per value, its score the value.
+
     A text classifier (`tltk.build_text_classifier`) gets a SavedModel taking strings and a
     float32 TFLite file taking token ids, with its tokenizer's vocabulary: see
     `tltk.export_text`. Text models have no quantized files and take no `representative_data`.
@@ -93,7 +108,8 @@ def export(
     Args:
         model: keras.Model. An image classifier with one fixed-size image input taking raw pixels
             and one `(batch, classes)` output (softmax, sigmoid, or logits: a softmax is then
-            added), or a text classifier taking a `(batch,)` string tensor.
+            added) or several heads (a `tltk.TransferModel` with a dict output), or a text
+            classifier taking a `(batch,)` string tensor.
         export_dir: str or Path. Folder to write.
         formats: tuple. Any of `"saved_model"`, `"tflite"`. Defaults to both.
         quantization: str or list. `"float32"`, `"float16"`, `"dynamic"`, `"int8"`, or a list of
@@ -103,7 +119,9 @@ def export(
             drawn from the first 1,200. Required for `"int8"`. Defaults to `None`.
         labels: list or tuple of str. Class names in output order: one per output, non-empty,
             distinct, without line breaks (any that `str.splitlines` splits on). Defaults to
-            the model's `class_names`, else `"0"`, `"1"`, ...
+            the model's `class_names`, else `"0"`, `"1"`, ... With several heads, a dict
+            `{head: names}` for some or all classification and multi-label heads (the others
+            as above).
         parity_data: same types as `representative_data` (a list of strings for text).
             Held-out inputs for the parity gate; up to 500 are used. Defaults to `None` (use
             `representative_data`).
@@ -134,9 +152,13 @@ def export(
     quantizations = adapter.check_quantization(quantization)
     if parity not in PARITY_MODES:
         raise ValueError(f"`parity` must be one of {PARITY_MODES}. Received: parity={parity!r}")
-    class_names = check_labels(
-        class_names_of(model) if labels is None else labels, adapter.num_classes
-    )
+    heads = getattr(adapter, "heads", None)
+    if heads is None:
+        class_names = check_labels(
+            class_names_of(model) if labels is None else labels, adapter.num_classes
+        )
+    else:
+        class_names = check_head_labels(labels, heads, head_class_names(model, heads), check_labels)
     export_dir = check_destination(export_dir, overwrite=overwrite)
     tflite = quantizations if "tflite" in formats else ()
     inputs, source = adapter.prepare(tflite, representative_data, parity_data)
@@ -152,9 +174,18 @@ def export(
 
     def checked(runner, path, kind, quantization):
         parity_result = None
-        if gate(quantization, source) is not None:
+        if gate(quantization, source) is not None and heads is None:
             parity_result = compare(
                 reference, runner(inputs), quantization, data=source, precision=adapter.precision
+            )
+        elif gate(quantization, source) is not None:
+            parity_result = compare_heads(
+                reference,
+                runner(inputs),
+                quantization,
+                data=source,
+                heads=heads,
+                precision=adapter.precision,
             )
         return ExportedFile(
             path=export_dir / path.name,
@@ -175,11 +206,15 @@ def export(
             files.append(checked(adapter.tflite_runner(path), path, "tflite", name))
         if "saved_model" not in formats:
             shutil.rmtree(saved_model)
-        write_labels(folder / LABELS_FILE, class_names)
+        write_label_files(folder, class_names)
+        if heads is None:
+            labels_path = export_dir / LABELS_FILE
+        else:
+            labels_path = {head: export_dir / labels_file(head) for head in class_names}
         report = ExportReport(
             export_dir=export_dir,
             files=tuple(files),
-            labels_path=export_dir / LABELS_FILE,
+            labels_path=labels_path,
             record_path=export_dir / RECORD_FILE,
         )
         write_record(
@@ -189,6 +224,7 @@ def export(
             output_activation=adapter.activation,
             report=report,
             fields=adapter.record_fields(),
+            heads=heads,
         )
         _gate(report, parity)
         _publish(folder, export_dir, overwrite=overwrite)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from tltk import atomic
+from tltk.export.heads import output_heads
 from tltk.export.images import sample_images
 from tltk.export.parity import RANDOM
 from tltk.export.runtime import TFLiteRunner
-from tltk.export.saved_model import check_classifier, write_saved_model
+from tltk.export.saved_model import check_classifier, check_image_input, write_saved_model
 from tltk.export.tflite import check_quantization, convert
 from tltk.lora import merged_copy
 from tltk.precision import float32_copy, reduced_dtype
@@ -30,12 +31,16 @@ class ImageAdapter:
 
     Args:
         model: keras.Model. A classifier with one fixed-size image input taking raw pixels and one
-            `(batch, classes)` output; a `tltk.TransferModel` also names its backbone and
-            preprocessing in the record.
+            `(batch, classes)` output, or a `tltk.TransferModel` with several heads (a dict
+            output); a `tltk.TransferModel` also names its backbone and preprocessing in the
+            record.
 
     Attributes:
-        num_classes: int. The output width.
-        activation: str. The last layer's activation (`"linear"`: a softmax is added).
+        heads: tuple or None. The `tltk.export.heads.OutputHead`s of a model with several heads;
+            `None` for one output.
+        num_classes: int or None. The output width (`None` with several heads).
+        activation: str or None. The last layer's activation (`"linear"`: a softmax is added);
+            `None` with several heads (each head's is in `heads`).
         precision: str or None. `"float16"` or `"bfloat16"` when the model computes in it (a
             mixed policy): the files are written from `tltk.precision.float32_copy(model)`.
         model: keras.Model. What the files are written from: the model, with any LoRA update
@@ -51,7 +56,15 @@ class ImageAdapter:
     """
 
     def __init__(self, model):
-        self.input_shape, self.num_classes, self.activation = check_classifier(model)
+        self.heads = output_heads(model)
+        if self.heads is None:
+            self.input_shape, self.num_classes, self.activation = check_classifier(model)
+        else:
+            self.input_shape, self.num_classes, self.activation = (
+                check_image_input(model),
+                None,
+                None,
+            )
         self.precision = reduced_dtype(model)
         self.model = float32_copy(merged_copy(model))
         self.representative = None
@@ -95,7 +108,8 @@ class ImageAdapter:
         return rng.uniform(0, 255, (RANDOM_IMAGES, *self.input_shape)).astype("float32"), RANDOM
 
     def write_saved_model(self, path, class_names):
-        """Writes the SavedModel: `image` (float32 raw pixels) -> `probabilities`."""
+        """Writes the SavedModel: `image` (float32 raw pixels) -> `probabilities` (or one output
+        per head)."""
         return write_saved_model(self.model, path, class_names=class_names)
 
     def write_tflite(self, saved_model, folder, quantizations, class_names):
@@ -106,14 +120,22 @@ class ImageAdapter:
         """
         from tltk.export.metadata import add_metadata  # imports mediapipe: only when needed
 
+        if self.heads is None:
+            outputs = f"{self.num_classes} classes"
+        else:
+            outputs = "heads " + ", ".join(f"{h.name} ({h.task}, {h.units})" for h in self.heads)
         description = (
             f"Image classifier exported by tltk ({self._backbone_name() or self.model.name}, "
-            f"{self.num_classes} classes); takes raw pixels 0..255."
+            f"{outputs}); takes raw pixels 0..255."
         )
         for quantization in quantizations:
             content = convert(saved_model, quantization, representative_images=self.representative)
             content = add_metadata(
-                content, class_names, name=self.model.name, description=description
+                content,
+                class_names,
+                name=self.model.name,
+                description=description,
+                heads=self.heads,
             )
             path = atomic.write_bytes(folder / f"model_{quantization}.tflite", content)
             yield quantization, path

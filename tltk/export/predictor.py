@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 
 from tltk import atomic
+from tltk.export.heads import LABELLED_TASKS, head_class_names, labels_file, read_heads
 from tltk.export.images import image_batch
 from tltk.export.record import RECORD_FILE
 from tltk.export.runtime import NUM_THREADS, KerasRunner, SavedModelRunner, TFLiteRunner
@@ -24,7 +25,10 @@ class Predictor:
     Attributes:
         path: Path. The model file or folder.
         kind: str. `"keras"`, `"saved_model"` or `"tflite"`.
-        class_names: list. One name per class.
+        class_names: list or dict. One name per class; for a model with several heads
+            `{head: names}` of its classification and multi-label heads.
+        heads: tuple or None. The head names of a model with several heads, in its order;
+            `None` for one output.
         input_shape: tuple. `(height, width, channels)` the model takes; `()` for texts.
         takes_text: bool. Whether `predict` takes strings (a text classifier's `.keras` file or
             SavedModel) rather than images.
@@ -36,6 +40,8 @@ class Predictor:
     names, probabilities = predictor.predict(["cat.jpg", "dog.png"])
     topics = tltk.load_exported("exports/topics")          # a text classifier's export
     names, probabilities = topics.predict(["Rain all week in the north."])
+    predictions = tltk.load_exported("exports/digits").predict(images)   # several heads
+    (digits, probabilities), thickness = predictions["digit"], predictions["thick"]
     ```
     """
 
@@ -45,7 +51,11 @@ class Predictor:
         self.kind = kind
         self.input_shape = tuple(runner.input_shape)
         self.takes_text = bool(getattr(runner, "takes_text", False))
-        self.class_names = list(class_names)
+        self.heads = getattr(runner, "heads", None)
+        if self.heads is None:
+            self.class_names = list(class_names)
+        else:
+            self.class_names = {head: list(names) for head, names in class_names.items()}
 
     def predict(self, inputs, *, crop_to_aspect_ratio=False):
         """Returns `(names, probabilities)` for one image or text, or many.
@@ -64,7 +74,9 @@ class Predictor:
 
         Returns:
             A tuple: a list of the top class name per input, and a float32 `(N, classes)` array of
-            probabilities.
+            probabilities. For a model with several heads, a dict in head order: `{head: (top
+            names, (N, units) scores)}` for a classification or multi-label head (probabilities
+            or sigmoid scores), `{head: (N, units) values}` for a regression head.
 
         Raises:
             ValueError: an image file cannot be read (the error names it and says why), or the
@@ -76,21 +88,34 @@ class Predictor:
             batch = image_batch(
                 inputs, self.input_shape, name="images", crop_to_aspect_ratio=crop_to_aspect_ratio
             )
-        probabilities = np.asarray(self._runner(batch), "float32")
-        if probabilities.shape[-1] != len(self.class_names):
-            raise ValueError(
-                f"{self.path} outputs {probabilities.shape[-1]} classes but has "
-                f"{len(self.class_names)} class names. Received: class_names={self.class_names!r}"
-            )
-        names = [self.class_names[i] for i in probabilities.argmax(-1)]
-        return names, probabilities
+        outputs = self._runner(batch)
+        if self.heads is None:
+            return self._named(outputs, self.class_names, "")
+        return {
+            head: self._named(outputs[head], self.class_names[head], f"head {head!r}: ")
+            if head in self.class_names
+            else np.asarray(outputs[head], "float32")
+            for head in self.heads
+        }
 
     __call__ = predict
 
+    def _named(self, probabilities, class_names, where):
+        probabilities = np.asarray(probabilities, "float32")
+        if probabilities.shape[-1] != len(class_names):
+            raise ValueError(
+                f"{where}{self.path} outputs {probabilities.shape[-1]} classes but has "
+                f"{len(class_names)} class names. Received: class_names={class_names!r}"
+            )
+        return [class_names[i] for i in probabilities.argmax(-1)], probabilities
+
     def __repr__(self):
+        if self.heads is None:
+            outputs = f"classes={len(self.class_names)}"
+        else:
+            outputs = f"heads={list(self.heads)}"
         return (
-            f"Predictor({self.kind}, {str(self.path)!r}, input_shape={self.input_shape}, "
-            f"classes={len(self.class_names)})"
+            f"Predictor({self.kind}, {str(self.path)!r}, input_shape={self.input_shape}, {outputs})"
         )
 
 
@@ -104,6 +129,10 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     itself when it carries them (a `TransferModel`'s `class_names`, the labels embedded in a tltk
     `.tflite`, a tltk SavedModel's `assets.extra/labels.txt`), else from a `labels.txt` beside
     it, else `"0"`, `"1"`, ...
+    A model with several heads predicts a dict (see `Predictor.predict`); its heads' names come
+    from `labels_<head>.txt` (in the TFLite file, the SavedModel's `assets.extra`, or beside the
+    file). A TFLite file's heads are named by its signature's outputs; a head without a labels
+    file is taken as a regression head (values, no names).
     A tltk export folder loads its SavedModel, or its first TFLite file when it has none. Text
     classifiers load from their `.keras` file or SavedModel and predict from strings (their
     TFLite file takes token ids, see `tltk.export_text`).
@@ -111,7 +140,8 @@ def load_exported(path, *, class_names=None, num_threads=NUM_THREADS):
     Args:
         path: str or Path. A `.keras` file, a SavedModel folder, a `.tflite` file, or a folder
             written by `tltk.export`.
-        class_names: list. Overrides the class names found with the model. Defaults to `None`.
+        class_names: list or dict. Overrides the class names found with the model; for a model
+            with several heads `{head: names}` for some of its heads. Defaults to `None`.
         num_threads: int. TFLite interpreter threads. Defaults to `2`.
 
     Returns:
@@ -146,12 +176,17 @@ def _load(held, path, *, class_names, num_threads):
         found = _labels_file(held / EXTRA_ASSETS / LABELS_FILE)
     elif held.is_file() and held.suffix == ".tflite":
         runner, kind = TFLiteRunner(held, num_threads=num_threads), "tflite"
-        found = _embedded_labels(held)
+        found = _embedded_labels(held, LABELS_FILE)
     else:
         raise ValueError(
             "`path` must be a .keras file, a SavedModel folder, a .tflite file or a tltk export "
             f"folder. Received: path={str(path)!r}"
         )
+    if runner.heads is not None:
+        names = _head_labels(runner, kind, held)
+        if class_names is not None:
+            names.update(_check_head_override(class_names, runner.heads, path))
+        return Predictor(runner, path=path, kind=kind, class_names=names)
     if class_names is None:
         class_names = (
             found
@@ -196,12 +231,41 @@ def _record_files(folder, shown):
     return files
 
 
-def _embedded_labels(path):
-    # tltk's TFLite files end with a zip archive holding labels.txt (see tltk.export.metadata).
+def _head_labels(runner, kind, held):
+    """`{head: names}` of the labelled heads of a model with several heads (see `_load`)."""
+    if kind == "keras":
+        heads = runner.model_heads
+        found = head_class_names(runner.model, heads)
+    elif kind == "saved_model":
+        heads = read_heads(held / EXTRA_ASSETS)
+        found = {h.name: _labels_file(held / EXTRA_ASSETS / labels_file(h.name)) for h in heads}
+    else:
+        found = {head: _embedded_labels(held, labels_file(head)) for head in runner.heads}
+        heads = ()
+    names = {}
+    for head in runner.heads:
+        names[head] = found.get(head) or _labels_file(held.parent / labels_file(head))
+    for head in heads:
+        if head.task in LABELLED_TASKS and not names[head.name]:
+            names[head.name] = [str(i) for i in range(head.units)]
+    return {head: labels for head, labels in names.items() if labels}
+
+
+def _check_head_override(class_names, heads, path):
+    if not isinstance(class_names, dict) or not set(class_names) <= set(heads):
+        raise ValueError(
+            f"{path} has several heads {list(heads)}: pass `class_names` as a dict "
+            f"{{head: names}} over them. Received: class_names={class_names!r}"
+        )
+    return {head: list(names) for head, names in class_names.items()}
+
+
+def _embedded_labels(path, name):
+    # tltk's TFLite files end with a zip archive holding the labels (see tltk.export.metadata).
     try:
         with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as archive:
-            if LABELS_FILE in archive.namelist():
-                return archive.read(LABELS_FILE).decode("utf-8").splitlines()
+            if name in archive.namelist():
+                return archive.read(name).decode("utf-8").splitlines()
     except zipfile.BadZipFile:
         pass
     return None

@@ -16,7 +16,8 @@ class ExportedFile:
         quantization: str. `"float32"`, `"float16"`, `"dynamic"` or `"int8"`.
         size_bytes: int. Size on disk (a SavedModel: all its files).
         latency_ms: float. Median CPU milliseconds for one image.
-        parity: Parity or None. Agreement with the Keras model; `None` when the gate did not run.
+        parity: Parity, HeadsParity or None. Agreement with the Keras model (per head for a model
+            with several heads); `None` when the gate did not run.
     """
 
     path: pathlib.Path
@@ -50,7 +51,8 @@ class ExportReport:
     Attributes:
         export_dir: Path. The export folder.
         files: tuple. One `ExportedFile` per SavedModel / TFLite file.
-        labels_path: Path. The `labels.txt` file.
+        labels_path: Path or dict. The `labels.txt` file; with several heads
+            `{head: Path}` of each labelled head's `labels_<head>.txt`.
         record_path: Path. The JSON record (`export.json`).
         written: bool. Whether the files were moved into `export_dir` (`False` when the parity
             gate failed with `parity="raise"`: the figures are kept, the files are not).
@@ -66,7 +68,7 @@ class ExportReport:
 
     export_dir: pathlib.Path
     files: tuple
-    labels_path: pathlib.Path
+    labels_path: object
     record_path: pathlib.Path
     written: bool = True
 

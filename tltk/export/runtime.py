@@ -1,4 +1,8 @@
-"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels (or texts): probabilities out."""
+"""Runs a Keras model, a SavedModel or a TFLite file on raw pixels (or texts): probabilities out.
+
+A runner of a model with several heads (its `heads`: the head names, in the model's order)
+returns `{head: (N, units) array}`: probabilities, multi-label scores or regression values.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tltk.export.heads import head_outputs, output_heads, read_heads
 from tltk.export.saved_model import (
+    EXTRA_ASSETS,
     INPUT_KEY,
     OUTPUT_KEY,
     PROBABILITY_ACTIVATIONS,
     SIGNATURE_KEY,
     check_classifier,
+    check_image_input,
     last_activation,
 )
 from tltk.text import INPUT_NAME as TEXT_KEY
@@ -42,9 +49,13 @@ class KerasRunner:
     def __init__(self, model):
         self.model = model
         self.takes_text = is_text_model(model)
+        self.model_heads = None if self.takes_text else output_heads(model)
+        self.heads = None if self.model_heads is None else tuple(h.name for h in self.model_heads)
         if self.takes_text:
             self.input_shape, self.num_classes = (), int(model.outputs[0].shape[-1])
             activation = last_activation(model)
+        elif self.model_heads is not None:
+            self.input_shape, activation = check_image_input(model), None
         else:
             self.input_shape, self.num_classes, activation = check_classifier(model)
         self._add_softmax = activation not in PROBABILITY_ACTIVATIONS
@@ -54,9 +65,14 @@ class KerasRunner:
         for start in range(0, len(inputs), BATCH_SIZE):
             batch = inputs[start : start + BATCH_SIZE]
             batch = self.model(tf.constant(batch) if self.takes_text else batch, training=False)
+            if self.model_heads is not None:
+                outputs.append(
+                    {k: v.numpy() for k, v in head_outputs(batch, self.model_heads).items()}
+                )
+                continue
             batch = keras.ops.convert_to_numpy(batch).astype("float32")
             outputs.append(_softmax(batch) if self._add_softmax else batch)
-        return np.concatenate(outputs)
+        return _concatenate(outputs)
 
 
 class SavedModelRunner:
@@ -98,18 +114,23 @@ class SavedModelRunner:
                 f"signature takes {sorted(inputs)}, not {INPUT_KEY!r} or {TEXT_KEY!r}."
             )
         self.input_shape = tuple(inputs[self._key].shape[1:])
+        heads = read_heads(self.path / EXTRA_ASSETS)
+        self.heads = None if heads is None else tuple(head.name for head in heads)
 
     def __call__(self, inputs):
-        outputs = [
-            self._serve(**{self._key: tf.constant(inputs[start : start + BATCH_SIZE])})[OUTPUT_KEY]
-            for start in range(0, len(inputs), BATCH_SIZE)
-        ]
-        return np.concatenate([output.numpy() for output in outputs])
+        outputs = []
+        for start in range(0, len(inputs), BATCH_SIZE):
+            result = self._serve(**{self._key: tf.constant(inputs[start : start + BATCH_SIZE])})
+            if self.heads is None:
+                outputs.append(result[OUTPUT_KEY].numpy())
+            else:
+                outputs.append({head: result[head].numpy() for head in self.heads})
+        return _concatenate(outputs)
 
     def latency_ms(self, sample, *, runs, warmup=3):
         """Median milliseconds of a call on one input (an image, or a text), over `runs` calls."""
         batch = {self._key: tf.constant([sample])}
-        return median_ms(lambda: self._serve(**batch)[OUTPUT_KEY].numpy(), runs, warmup)
+        return median_ms(lambda: [t.numpy() for t in self._serve(**batch).values()], runs, warmup)
 
 
 class TFLiteRunner:
@@ -150,12 +171,16 @@ class TFLiteRunner:
                 "predict from strings."
             )
         self._input = details[0]
-        self._output = self._interpreter.get_output_details()[0]
+        self._outputs = self._interpreter.get_output_details()
+        self.heads = _signature_heads(self._interpreter, self._outputs)
         self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
         self.input_dtype = np.dtype(self._input["dtype"])
 
     def __call__(self, images):
-        return np.stack([self._run(image) for image in images])
+        rows = [self._run(image) for image in images]
+        if self.heads is None:
+            return np.stack([row[0] for row in rows])
+        return {head: np.stack([row[i] for row in rows]) for i, head in enumerate(self.heads)}
 
     def latency_ms(self, image, *, runs, warmup=3):
         """Median milliseconds of `invoke()` on one image, over `runs` calls after `warmup`."""
@@ -163,13 +188,15 @@ class TFLiteRunner:
         return median_ms(self._interpreter.invoke, runs, warmup)
 
     def _run(self, image):
+        """The outputs for one image, each dequantized with its own scale and zero point."""
         self._interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
         self._interpreter.invoke()
-        output = self._interpreter.get_tensor(self._output["index"])[0]
-        scale, zero_point = self._output["quantization"]
-        if scale:
-            return (output.astype("float32") - zero_point) * scale
-        return output.astype("float32")
+        outputs = []
+        for detail in self._outputs:
+            output = self._interpreter.get_tensor(detail["index"])[0].astype("float32")
+            scale, zero_point = detail["quantization"]
+            outputs.append((output - zero_point) * scale if scale else output)
+        return outputs
 
     def _quantize(self, batch):
         scale, zero_point = self._input["quantization"]
@@ -189,6 +216,24 @@ def median_ms(call, runs, warmup):
         call()
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0)
+
+
+def _signature_heads(interpreter, outputs):
+    """The head names of a file with several outputs, in output order (its signature names each
+    output); `None` for a file with one output."""
+    if len(outputs) == 1:
+        return None
+    names = {}
+    if len(interpreter.get_signature_list()) == 1:
+        details = interpreter.get_signature_runner().get_output_details()
+        names = {detail["index"]: name for name, detail in details.items()}
+    return tuple(names.get(detail["index"], detail["name"]) for detail in outputs)
+
+
+def _concatenate(batches):
+    if isinstance(batches[0], dict):
+        return {head: np.concatenate([batch[head] for batch in batches]) for head in batches[0]}
+    return np.concatenate(batches)
 
 
 def _softmax(logits):
