@@ -187,3 +187,14 @@ def test_find_lr_sums_the_heads_losses(trained):
 def test_class_weights_refuses_labels_per_head(trained):
     with pytest.raises(ValueError, match="labels per head"):
         tltk.class_weights(trained[0])
+
+
+def test_evaluate_an_exported_file_as_the_model(trained, tmp_path):
+    data, model, _ = trained
+    x = np.concatenate([b[0] for b in data.validation])
+    tltk.export(model, tmp_path / "export", formats=("tflite",), parity_data=x)
+    exported = tltk.evaluate(tltk.load_exported(tmp_path / "export" / "model_float32.tflite"), data)
+    keras_report = tltk.evaluate(model, data)
+    for head in ("digit", "parity"):
+        assert exported.heads[head].accuracy == keras_report.heads[head].accuracy
+    assert exported.heads["ink"].mae == pytest.approx(keras_report.heads["ink"].mae, rel=1e-4)

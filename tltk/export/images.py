@@ -51,6 +51,8 @@ def image_batch(images, input_shape, *, name="images", crop_to_aspect_ratio=Fals
 
     >>> image_batch(np.zeros((20, 20, 3), "uint8"), (32, 32, 3)).shape
     (1, 32, 32, 3)
+    >>> image_batch(np.zeros((5, 20, 20), "uint8"), (32, 32, 3)).shape  # 5 grayscale images
+    (5, 32, 32, 3)
     """
     paths = _paths(images, name)
     if paths is not None:
@@ -61,8 +63,8 @@ def image_batch(images, input_shape, *, name="images", crop_to_aspect_ratio=Fals
             f"`{name}` must be image arrays or image file paths. "
             f"Received: an array of dtype {array.dtype}"
         )
-    if array.ndim == 2:
-        array = array[..., None]
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)):
+        array = array[..., None]  # one grayscale image, or a batch of them (as from_arrays takes)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4:
@@ -184,9 +186,12 @@ def _fit(batch, input_shape, name, crop_to_aspect_ratio):
 
 
 def _channels(batch, channels, name):
-    """`batch` with the model's channel count; only RGB for a 1-channel model is converted."""
+    """`batch` with the model's channel count: RGB to gray for a 1-channel model; gray, gray and
+    alpha or RGBA to RGB for an RGB model, as `tltk.data` reads them."""
     if batch.shape[-1] == 3 and channels == 1:
         return decode.to_grayscale(batch).numpy()
+    if channels == 3 and batch.shape[-1] in (1, 2, 4):
+        return decode.to_rgb(np.round(np.clip(batch, 0, 255)).astype(np.uint8)).numpy()
     if batch.shape[-1] != channels:
         raise ValueError(
             f"`{name}` must have {channels} channel(s), as the model does. "
