@@ -115,6 +115,12 @@ def run_seed(task, seed, shift_names, methods, epochs):
                     result.history["source_eval_accuracy"][-1],
                 ],
                 "target_accuracy_per_epoch": result.history["target_accuracy"],
+                "signals": {
+                    name: values[-1]
+                    for name, values in result.history.items()
+                    if name != "target_accuracy"
+                },
+                "before": result.before,
                 "seconds": round(time.perf_counter() - start, 1),
             }
             print(
@@ -159,8 +165,9 @@ def main(argv=None):
     parser.add_argument(
         "--first-seed", type=int, default=0, help="development runs: seeds from here (100)"
     )
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs")
+    parser.add_argument("--record", help="write the record here (development runs)")
     parser.add_argument("--shift", action="append", choices=shifts.SHIFTS)
     parser.add_argument("--method", action="append", choices=METHODS)
     args = parser.parse_args(argv)
@@ -205,8 +212,8 @@ def main(argv=None):
         "seconds": round(time.perf_counter() - start, 1),
     }
     full = not (args.quick or args.shift or args.method or args.first_seed)
-    if full:
-        write_record(REPO / "bench" / "results" / "adapt.json", record)
+    if full or args.record:
+        write_record(args.record or REPO / "bench" / "results" / "adapt.json", record)
 
 
 if __name__ == "__main__":
