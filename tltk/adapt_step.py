@@ -186,6 +186,7 @@ class Trainer:
         self.variables = list(model.trainable_variables) + (
             list(self.domain.trainable_variables) if self.domain is not None else []
         )
+        self.optimizer.build(self.variables)  # before tracing: a step that builds traces twice
         for layer in batch_norms(model):
             layer.trainable = True
         self.step = tf.function(self._step, reduce_retracing=True)
@@ -228,8 +229,13 @@ class Trainer:
             else:
                 features = tf.concat([source_features, target_features], 0)
                 logits = self.domain(gradient_reversal(features, lam), training=True)[:, 0]
-                domains = tf.concat([tf.zeros_like(logits[: tf.shape(xs)[0]]), tf.ones_like(
-                    logits[tf.shape(xs)[0] :])], 0)
+                domains = tf.concat(
+                    [
+                        tf.zeros_like(logits[: tf.shape(xs)[0]]),
+                        tf.ones_like(logits[tf.shape(xs)[0] :]),
+                    ],
+                    0,
+                )
                 alignment = tf.reduce_mean(
                     tf.nn.sigmoid_cross_entropy_with_logits(labels=domains, logits=logits)
                 )
