@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import tltk
-from tltk.adapt import METHODS, _hurt_signs
+from tltk.adapt import METHODS, _hurt_signs, _Measure
 from tltk.adapt_step import coral_loss, gradient_reversal
 from tltk.cli import main
 
@@ -62,7 +62,6 @@ def test_each_method_returns_the_same_model_class_and_layers(method, domains, tr
         method=method,
         epochs=1,
         batch_size=16,
-        confidence=0.5,
         target_labels=target_y,
         verbose=0,
     )
@@ -70,14 +69,10 @@ def test_each_method_returns_the_same_model_class_and_layers(method, domains, tr
     assert [(layer.name, type(layer)) for layer in model.layers] == layers
     assert [w.shape for w in model.weights] == shapes
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-    assert result.method == method and result.settings["epochs"] == 1
-    assert set(result.history) >= {
-        "source_loss",
-        "source_accuracy",
-        "alignment_loss",
-        "source_eval_accuracy",
-        "target_accuracy",
-    }
+    assert result.method == method and result.settings["epochs"] == (method != "adabn")
+    measured = {"source_eval_accuracy", "target_entropy", "target_changed", "target_accuracy"}
+    trained = {"source_loss", "source_accuracy", "alignment_loss"}
+    assert set(result.history) >= (measured if method == "adabn" else measured | trained)
     assert all(len(values) == 1 for values in result.history.values())
     assert all(np.isfinite(values).all() for values in result.history.values())
     if method == "dann":  # one method exports: the adapted model is an ordinary tltk model
@@ -99,10 +94,41 @@ def test_adapt_never_reads_the_target_labels(domains, trained):
     for labels in (target_y, (target_y + 1) % CLASSES):
         model = _model(trained)
         given = tf.data.Dataset.from_tensor_slices((target, labels)).batch(8)
-        tltk.adapt(model, (x, y), given, epochs=1, batch_size=16, confidence=0.5, verbose=0)
+        tltk.adapt(model, (x, y), given, epochs=1, batch_size=16, verbose=0)
         weights.append(model.get_weights())
     for other in weights[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(weights[0], other))
+
+
+def test_adabn_sets_batchnorm_statistics_to_the_targets(domains, trained):
+    """Each BatchNorm layer's moving mean and variance become those of its inputs on the target
+    images, the layers below already normalised by the target's statistics; nothing else moves."""
+    (x, y), (target, _) = domains
+    model = _model(trained)
+    backbone = model.get_layer("tltk_glyphnet")
+    first, second = backbone.get_layer("stem_bn"), backbone.get_layer("block1_bn1")
+    kernels = [w.numpy() for w in model.trainable_weights]
+    tltk.adapt(model, (x, y), target, method="adabn", batch_size=16, verbose=0)
+    inputs = keras.Model(backbone.inputs, [first.input, second.input])
+    preprocessed = model.get_layer("preprocessing")(target)
+    below_first, below_second = (np.asarray(v, "float64") for v in inputs(preprocessed))
+    # The statistics are the average of 2 batches of 16 (of 32 images): the means are exact,
+    # the variances miss the spread between the two batches' means (small).
+    np.testing.assert_allclose(first.moving_mean, below_first.mean((0, 1, 2)), atol=1e-4)
+    np.testing.assert_allclose(second.moving_mean, below_second.mean((0, 1, 2)), atol=1e-3)
+    np.testing.assert_allclose(first.moving_variance, below_first.var((0, 1, 2)), rtol=0.1)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(kernels, model.trainable_weights))
+
+
+def test_self_training_pseudo_labels_each_classs_most_confident_share():
+    measure = _Measure.__new__(_Measure)
+    measure.settings = {"pseudo_label_share": (0.25, 0.75), "epochs": 3}
+    measure.target_predicted = np.array([0, 0, 0, 0, 1, 1, 2, 0])
+    measure.target_confidence = np.array([0.9, 0.3, 0.8, 0.5, 0.4, 0.6, 0.2, 0.7])
+    # class 0 (5 images): its 2, 3 then 4 most confident; class 1 (2): 1, 1, 2; class 2 (1): 1
+    assert measure.pseudo_labelled(0).tolist() == [0, 2, 5, 6]  # a quarter, rounded up
+    assert measure.pseudo_labelled(1).tolist() == [0, 2, 5, 6, 7]  # half
+    assert measure.pseudo_labelled(2).tolist() == [0, 2, 3, 4, 5, 6, 7]  # three quarters
 
 
 def test_coral_loss_is_its_formula():
@@ -128,19 +154,14 @@ def test_gradient_reversal_gives_minus_lambda_times_the_identitys_gradient():
 
 
 def test_warnings_say_when_adapting_likely_hurt():
-    before = {"source_eval_accuracy": 0.9, "target_classes": 8.0, "pseudo_label_rate": 0.6}
-    fine = {"source_eval_accuracy": [0.88], "target_classes": [7.0], "pseudo_label_rate": [0.7]}
-    assert _hurt_signs("dann", before, fine) == []
-    hurt = {
-        "source_eval_accuracy": [0.9, 0.8],
-        "target_classes": [6.0, 2.0],
-        "pseudo_label_rate": [0.6, 0.2],
-    }
-    found = _hurt_signs("self_training", before, hurt)
-    assert len(found) == 3
+    before = {"source_eval_accuracy": 0.9, "target_classes": 8.0}
+    fine = {"source_eval_accuracy": [0.7, 0.88], "target_classes": [6.0, 8.1]}
+    assert _hurt_signs("dann", before, fine) == []  # the last epoch counts
+    hurt = {"source_eval_accuracy": [0.9, 0.8], "target_classes": [9.0, 7.9]}
+    found = _hurt_signs("coral", before, hurt)
+    assert len(found) == 2
     assert "source accuracy by 10.0 points" in found[0]
-    assert "collapsed onto fewer classes" in found[1]
-    assert "fell from 60.0% to 20.0%" in found[2]
+    assert "fewer classes than before adapting (effective number 8.0 -> 7.9)" in found[1]
 
 
 def test_adapt_warns_when_it_ruins_the_model(domains, trained):
@@ -169,6 +190,7 @@ def test_adapt_warns_when_it_ruins_the_model(domains, trained):
         ("tltk", "labels_only", {}, "`target` must be a dataset of image batches"),
         ("tltk", "array", {"target_labels": [0, 1]}, "one label per target image"),
         ("tltk", "array", {"epochs": 0}, "`epochs` must be an integer >= 1"),
+        ("tltk", "array", {"pseudo_label_share": (0.5, 0.2)}, "`pseudo_label_share` must be"),
     ],
 )
 def test_bad_arguments_are_explained(model, target, kwargs, match, domains):
@@ -190,7 +212,8 @@ def test_bad_arguments_are_explained(model, target, kwargs, match, domains):
 
 def test_the_adapt_command_saves_an_adapted_model(domains, trained, tmp_path):
     help_text = CliRunner().invoke(main, ["adapt", "--help"]).output
-    assert "Example: tltk adapt" in help_text and "--method [self_training|coral|dann]" in help_text
+    assert "Example: tltk adapt" in help_text
+    assert "--method [self_training|coral|dann|adabn]" in help_text
     (x, y), (target, _) = domains
     model = _model(trained)
     model.class_names = [f"d{k}" for k in range(CLASSES)]

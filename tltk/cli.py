@@ -873,7 +873,7 @@ def rank(data_dir, backbones, model_files, method, max_examples, image_size, plo
 @click.argument("target_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--method",
-    type=click.Choice(["self_training", "coral", "dann"]),
+    type=click.Choice(["self_training", "coral", "dann", "adabn"]),
     default="self_training",
     show_default=True,
 )
@@ -928,7 +928,8 @@ def adapt_command(model_path, source_dir, target_dir, method, out_path, epochs, 
         model.save(partial)
     accuracy = result.history["source_eval_accuracy"]
     click.echo(
-        f"Adapted {len(kept)} target images ({method}, {epochs} epochs); source accuracy "
+        f"Adapted {len(kept)} target images ({method}, {result.settings['epochs']} epochs); "
+        "source accuracy "
         f"{100 * result.before['source_eval_accuracy']:.1f}% -> {100 * accuracy[-1]:.1f}%. "
         f"Saved {out_path}"
     )
