@@ -512,7 +512,7 @@ def test_flex_ops_are_refused_by_name(tmp_path):
         *[({"labels": [*LABELS[:9], f"ni{c}ne"]}, "line breaks") for c in "\u2028\x0c\x85\x0b\x1c"],
         ({"labels": [*LABELS[:9], " "]}, "labels"),
         ({"quantization": "int8"}, "representative_data"),
-        ({"representative_data": np.zeros((4, 32, 32, 1))}, "channel"),
+        ({"representative_data": np.zeros((4, 32, 32, 5))}, "channel"),  # gray is converted
         ({"representative_data": "no_such_image.png"}, "representative_data"),
     ],
 )
@@ -546,3 +546,10 @@ def test_image_sources(trained):
     assert resized.shape == (3, 32, 32, 3)
     with pytest.warns(UserWarning, match=r"\[0, 1\]"):
         images_module.sample_images(train_x[:10] / 255.0, (32, 32, 3), limit=10, name="data")
+
+
+def test_gray_images_are_read_as_rgb_for_parity(trained, tmp_path):
+    """A batch of grayscale images, as `from_arrays` takes them, is compared in RGB."""
+    gray = np.random.default_rng(0).uniform(0, 255, (8, 32, 32)).astype("float32")
+    report = export(trained[0], tmp_path / "gray", formats=("tflite",), parity_data=gray)
+    assert report.files[0].parity.passed and report.files[0].parity.num_images == 8
