@@ -190,8 +190,7 @@ def _heads_report(images, labels, probs, names, tasks, out_dir, history, options
     errors."""
     heads = {}
     for head, truth in labels.items():
-        scores = probs[head]
-        scores = np.asarray(scores[1] if isinstance(scores, tuple) else scores, dtype="float64")
+        scores = _scores(probs[head]).astype("float64")
         regression = tasks.get(head) == "regression" or (
             head not in tasks and truth.dtype.kind == "f" and not np.isin(truth, (0, 1)).all()
         )
@@ -223,25 +222,30 @@ def _heads_report(images, labels, probs, names, tasks, out_dir, history, options
                     head_report,
                     images,
                     labels[head],
-                    probs_of(probs[head]),
+                    _scores(probs[head]),
                     out_dir,
                     options["max_misclassified"],
                     kwargs["is_text"],
                     suffix=f"_{head}",
                 )
                 report.files.update(head_report.files)
-        if history is not None:
-            report.files["training_curves"] = plots.training_curves(
-                history, os.path.join(out_dir, "training_curves.png")
-            )
-        report.files["report"] = os.path.join(out_dir, "report.json")
-        _write_json(report.to_dict(), report.files["report"])
+        _write_report(report, out_dir, history)
     return report
 
 
-def probs_of(scores):
-    """The scores array of one head's prediction (a tltk predictor gives `(names, scores)`)."""
-    return np.asarray(scores[1] if isinstance(scores, tuple) else scores)
+def _scores(prediction):
+    """The scores array of a prediction (a tltk predictor gives `(names, scores)`)."""
+    return np.asarray(prediction[1] if isinstance(prediction, tuple) else prediction)
+
+
+def _write_report(report, out_dir, history):
+    """Writes the training curves (with `history`) and `report.json` into `out_dir`."""
+    if history is not None:
+        report.files["training_curves"] = plots.training_curves(
+            history, os.path.join(out_dir, "training_curves.png")
+        )
+    report.files["report"] = os.path.join(out_dir, "report.json")
+    _write_json(report.to_dict(), report.files["report"])
 
 
 def _report(
@@ -259,9 +263,7 @@ def _report(
     is_text,
 ):
     """The `EvaluationReport` of one head's scores, and its files in `out_dir`."""
-    if isinstance(probs, tuple):  # a tltk Predictor returns (names, probabilities)
-        probs = probs[1]
-    probs = np.asarray(probs)
+    probs = _scores(probs)
     if probs.ndim != 2:
         raise ValueError(
             f"The model must return (batch, classes) scores. Received: shape {probs.shape}"
@@ -283,12 +285,7 @@ def _report(
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         _write_plots(report, images, labels, probs, out_dir, max_misclassified, is_text)
-        if history is not None:
-            report.files["training_curves"] = plots.training_curves(
-                history, os.path.join(out_dir, "training_curves.png")
-            )
-        report.files["report"] = os.path.join(out_dir, "report.json")
-        _write_json(report.to_dict(), report.files["report"])
+        _write_report(report, out_dir, history)
     return report
 
 
