@@ -21,6 +21,10 @@ import keras
 from tltk.argcheck import integer, real
 
 LORA_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
+LORA_CONFIG = ("lora_rank", "lora_alpha")  # a LoRA layer's config entries
+# The layers keras-hub's `Backbone.enable_lora` adapts in a text encoder (its
+# `default_lora_layer_names()`): the attention's query and value projections.
+TEXT_TARGETS = ("query_dense", "value_dense", "query", "value")
 ADAPTABLE = (
     keras.layers.Conv1D,
     keras.layers.Conv2D,
@@ -45,13 +49,16 @@ def check_args(lora_rank, lora_alpha):
     return rank, alpha
 
 
-def enable(backbone, rank, alpha):
+def enable(backbone, rank, alpha, names=None):
     """Enables LoRA of `rank` on every convolution and dense layer of `backbone` (nested ones too).
 
     Args:
         backbone: keras.Layer. The backbone (a `keras.Model`, or one layer).
         rank: int. The LoRA rank.
         alpha: float. The update is scaled by `alpha / rank`.
+        names: tuple of str or None. Only the layers with these names (`TEXT_TARGETS`: the
+            attention query and value layers of a keras-hub text encoder). Defaults to `None`
+            (all).
 
     Returns:
         The list of layers adapted.
@@ -62,12 +69,17 @@ def enable(backbone, rank, alpha):
     >>> len(enable(glyphnet(weights=None), 2, 2))    # its 8 Conv2D layers
     8
     """
-    adapted = [layer for layer in _leaves(backbone) if isinstance(layer, ADAPTABLE)]
+    adapted = [
+        layer
+        for layer in _leaves(backbone)
+        if isinstance(layer, ADAPTABLE) and (names is None or layer.name in names)
+    ]
     if not adapted:
         raise ValueError(
             f"Backbone {backbone.name!r} has no convolution or dense layer to put LoRA on "
             "(Keras has LoRA on Conv1D/2D/3D, Dense and EinsumDense, not on DepthwiseConv2D or a "
-            f"TF Hub module); build it without `lora_rank`. Received: lora_rank={rank}"
+            f"TF Hub module){'' if names is None else f' named {list(names)}'}; build it without "
+            f"`lora_rank`. Received: lora_rank={rank}"
         )
     for layer in adapted:
         layer.enable_lora(rank, lora_alpha=alpha)
@@ -112,7 +124,10 @@ def revive(model, alpha=None):
     """Draws `A` afresh in LoRA layers whose two factors are zero (as Keras loads them).
 
     Zero `A` and `B` get zero gradients, so such adapters never train. A new `A` (Keras'
-    `he_uniform`, as `enable_lora` draws it) with `B = 0` leaves the outputs unchanged.
+    `he_uniform`, as `enable_lora` draws it) with `B = 0` leaves the outputs unchanged. A
+    `tltk.TransferModel` whose config has a `lora_rank` but no LoRA layer (a text classifier
+    reloaded: keras-hub's layer configs do not carry LoRA) gets it again on `TEXT_TARGETS`, with
+    only the adapters of its encoder trainable.
 
     Args:
         model: keras.Layer. A model or layer, maybe with LoRA layers.
@@ -122,6 +137,12 @@ def revive(model, alpha=None):
     Returns:
         `model`.
     """
+    from tltk.transfer_model import TransferModel
+
+    rank = model.lora_rank if isinstance(model, TransferModel) else None
+    if rank is not None and not has_lora(model):
+        enable(model.backbone, rank, alpha or rank, names=TEXT_TARGETS)
+        keep_lora_only(model.backbone)  # the encoder's own weights stay frozen
     for layer in lora_layers(model):
         a, b = layer.lora_kernel_a, layer.lora_kernel_b
         if alpha is not None:
@@ -134,10 +155,12 @@ def revive(model, alpha=None):
 def merged_copy(model):
     """`model` itself without LoRA layers, else a plain copy with `A @ B` merged into each kernel.
 
-    Each LoRA layer is rebuilt from its config without LoRA and gets the kernel it computes with
-    (`W + alpha / rank * A @ B`) and its other weights; the other layers are rebuilt and get their
-    weights. A `tltk.TransferModel` stays one, with its structure and `lora_rank=None`. The copy
-    has the graph (ops, size) of a plain model of the same architecture.
+    Each layer holding LoRA (a `Conv2D` with it, or a keras-hub `TransformerEncoder` whose
+    attention has it) is rebuilt from its config without LoRA and gets the weights Keras saves
+    for it: its own save merges each kernel (`W + alpha / rank * A @ B`) and leaves the factors
+    out. The other layers are shared with `model`, as they are. A `tltk.TransferModel` stays one,
+    with its structure and `lora_rank=None`. The copy has the graph (ops, size) of a plain model
+    of the same architecture; image and text exports write it.
 
     Example:
 
@@ -158,9 +181,9 @@ def merged_copy(model):
     pairs = []
 
     def clone(layer):
-        config = layer.get_config()
-        if getattr(layer, "lora_enabled", False):
-            config = {k: v for k, v in config.items() if k not in ("lora_rank", "lora_alpha")}
+        if not has_lora(layer):
+            return layer
+        config = {k: v for k, v in layer.get_config().items() if k not in LORA_CONFIG}
         copy = type(layer).from_config(config)
         pairs.append((layer, copy))
         return copy
@@ -168,12 +191,10 @@ def merged_copy(model):
     graph = keras.Model(model.input, model.output, name=model.name)  # clone_model: a plain graph
     copy = keras.models.clone_model(graph, clone_function=clone, recursive=True)
     for layer, layer_copy in pairs:
-        if getattr(layer, "lora_enabled", False):
-            values = {weight.name: weight for weight in layer.weights}
-            values["kernel"] = layer.kernel  # W + alpha / rank * A @ B
-            layer_copy.set_weights([values[weight.name] for weight in layer_copy.weights])
-        else:
-            layer_copy.set_weights(layer.get_weights())
+        for leaf, leaf_copy in zip(_leaves(layer), _leaves(layer_copy), strict=True):
+            store = {}
+            leaf.save_own_variables(store)  # a LoRA layer's: the merged kernel, no factor
+            leaf_copy.load_own_variables(store)
     if isinstance(model, TransferModel):
         structure = {k: v for k, v in model.get_config().items() if k in TransferModel.STRUCTURE}
         copy = TransferModel(

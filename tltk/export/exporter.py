@@ -59,9 +59,10 @@ def export(
     - `labels.txt` and `export.json` (backbone, input size, class names, preprocessing,
       quantization, parity figures, tltk / TensorFlow / Keras versions).
 
-    A model with LoRA (`tltk.build_classifier(..., lora_rank=...)`) is written from a plain copy
-    with each low-rank update merged into its kernel (`tltk.lora.merged_copy`): its files have
-    the ops and size of a plain model's, and the parity gate compares them with the LoRA model.
+    A model with LoRA (`lora_rank=...` in `tltk.build_classifier` or `build_text_classifier`)
+    is written from a plain copy with each low-rank update merged into its kernel
+    (`tltk.lora.merged_copy`): its files have the ops and size of a plain model's, and the
+    parity gate compares them with the LoRA model.
 
     A text classifier (`tltk.build_text_classifier`) gets a SavedModel taking strings and a
     float32 TFLite file taking token ids, with its tokenizer's vocabulary: see
