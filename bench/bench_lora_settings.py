@@ -7,8 +7,10 @@ validation accuracy and its accuracy on the rest of the pool (the pool images th
 training nor validation, about 860; never the test split), means over the seeds, with the
 trainable fraction and the stage whose weights were kept. Settings: the LoRA rank, `lora_alpha`,
 the fine-tuning rate and epochs, the per-group rate decay, weight decay, BatchNorm training
-(`train_bn`), and LoRA on the top groups only (block3 and top). Writes
-`bench/results/lora_settings_seeds<seeds>.json`; `tltk.lora`'s docstring sums it up.
+(`train_bn`), no head stage (adapters and head from the start), LoRA on the top groups only
+(block3 and top) or on the one 1x1 convolution (top). Writes
+`bench/results/lora_settings_seeds<seeds>.json` (in percent, added to the settings already
+there); `tltk.lora`'s docstring sums it up.
 
 Usage:
 
@@ -19,6 +21,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -57,6 +60,8 @@ SETTINGS = {
     "rank3_rate2e-2_epochs20": ({"lora_rank": 3}, {"fine_tune_lr": 2e-2, "epochs": 20}, None),
     "top_rank5": ({}, {}, (5, TOP)),
     "top_rank5_rate2e-2": ({}, {"fine_tune_lr": 2e-2}, (5, TOP)),
+    "1x1_rank8": ({}, {}, (8, ("top_conv",))),
+    "rank2_no_head_stage": ({"lora_rank": 2}, {"head_epochs": 0}, None),
 }
 
 
@@ -86,15 +91,15 @@ def one_setting(task, seeds, build, fine_tune, top):
         rows.append(
             {
                 "seed": seed,
-                "validation": result.best_metric,
-                "rest_of_pool": float(np.mean(scores.argmax(1) == task.pool_y[rest])),
-                "trainable_fraction": result.trainable_fraction,
+                "validation": _percent(result.best_metric),
+                "rest_of_pool": _percent(np.mean(scores.argmax(1) == task.pool_y[rest])),
                 "best_stage": result.best_stage,
             }
         )
     return {
-        "validation": float(np.mean([r["validation"] for r in rows])),
-        "rest_of_pool": float(np.mean([r["rest_of_pool"] for r in rows])),
+        "validation": _percent(np.mean([r["validation"] for r in rows]) / 100),
+        "rest_of_pool": _percent(np.mean([r["rest_of_pool"] for r in rows]) / 100),
+        "trainable_fraction": _percent(result.trainable_fraction),
         "runs": rows,
     }
 
@@ -113,16 +118,20 @@ def main(argv=None):
             started = time.perf_counter()
             results[name] = one_setting(task, args.seeds, *SETTINGS[name])
             print(
-                f"{name}: validation {results[name]['validation']:.2%}, rest of the pool "
-                f"{results[name]['rest_of_pool']:.2%} ({time.perf_counter() - started:.0f} s)",
+                f"{name}: validation {results[name]['validation']}%, rest of the pool "
+                f"{results[name]['rest_of_pool']}% ({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
-    record = {"task": f"digits, {SHOTS} per class, tltk_glyphnet", "seeds": args.seeds}
     seeds = "_".join(map(str, args.seeds))
-    write_record(
-        REPO / "bench" / "results" / f"lora_settings_seeds{seeds}.json", {**record, **results}
-    )
+    path = REPO / "bench" / "results" / f"lora_settings_seeds{seeds}.json"
+    record = json.loads(path.read_text()) if path.exists() else {}  # other settings' figures
+    record.update({"task": f"digits, {SHOTS} per class, tltk_glyphnet", "seeds": args.seeds})
+    write_record(path, {**record, **results})
     return results
+
+
+def _percent(fraction):
+    return round(100 * float(fraction), 2)
 
 
 if __name__ == "__main__":
