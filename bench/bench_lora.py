@@ -14,6 +14,7 @@ both models (head on cached features to convergence with the linear probe, then 
 
 Rank: 4 puts 5.4% of the model's parameters in training on GlyphNet (a 3x3 conv's `A` factor is
 `3 * 3 * in * rank`), over the 5% goal, so the bench runs `RANK = 2` (3.1%); `--rank` runs another.
+The recipe was chosen on development seeds (`bench/bench_lora_settings.py`), never on these.
 
 Per seed: test accuracy of each; the trainable fraction (`FineTuneResult.trainable_fraction`:
 trained parameters over all of the model's, BatchNorm statistics and LoRA factors included); the

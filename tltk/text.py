@@ -17,7 +17,7 @@ import typing
 import keras
 import numpy as np
 
-from tltk import freezing
+from tltk import freezing, lora
 from tltk.backbones import hub
 from tltk.backbones import keras_hub as kh
 from tltk.backbones.registry import get_backbone, is_registered
@@ -38,6 +38,7 @@ def build_text_classifier(
     sequence_length=128,
     multi_label=False,
     lora_rank=None,
+    lora_alpha=None,
     dropout=0.1,
     hidden_units=(),
     classifier_activation="softmax",
@@ -54,8 +55,11 @@ def build_text_classifier(
       features are averaged over real tokens. Without `lora_rank` the encoder starts frozen
       (train the head, then `tltk.unfreeze` or `tltk.fine_tune`); with `lora_rank`, LoRA weights
       on the attention query/value layers and the head are trainable and everything else frozen
-      (about 1% of MiniLM's weights at rank 4). Saving merges LoRA into the kernels (Keras does
-      this), so a reloaded `.keras` model is a plain model with the adapted weights.
+      (about 1% of MiniLM's weights at rank 4). The model's config records `lora_rank` and
+      `lora_alpha`. Saving merges LoRA into the kernels (Keras does this) and
+      `keras.models.load_model` gives a plain model with the adapted weights;
+      `tltk.load_model` puts new adapters (`B = 0`) on the same layers; `tltk.export` writes
+      the merged kernels (`tltk.lora.merged_copy`), as for image models.
     - TF Hub text embeddings: registry names (`"hub_nnlm_en_dim50"`), `"hub:<handle>"`, or a
       local SavedModel folder taking a batch of strings and returning `(batch, features)`.
       They start frozen; `sequence_length` does not apply and `lora_rank` must be `None`.
@@ -66,6 +70,8 @@ def build_text_classifier(
         sequence_length: int. Tokens per text (longer texts are truncated). Defaults to `128`.
         multi_label: bool. Independent sigmoid outputs, one per label. Defaults to `False`.
         lora_rank: int or None. LoRA rank for keras-hub encoders. Defaults to `None` (no LoRA).
+        lora_alpha: float or None. The LoRA update is scaled by `lora_alpha / lora_rank`; only
+            with `lora_rank`. Defaults to `None`: `lora_rank` (a scale of 1).
         dropout: float. Dropout rate in the head. Defaults to `0.1`.
         hidden_units: tuple or int. Hidden ReLU layer widths in the head (an int: one layer).
             Defaults to `()`.
@@ -100,6 +106,7 @@ def build_text_classifier(
         multi_label=multi_label,
         classifier_activation=classifier_activation,
     )
+    lora_rank, lora_alpha = lora.check_args(lora_rank, lora_alpha)
     with policy_scope(dtype_policy):  # Keras' layers take the global policy when made
         inputs = keras.Input((), dtype="string", name=INPUT_NAME)
         encoded = sentence_embedding(
@@ -120,12 +127,14 @@ def build_text_classifier(
             preprocessing=encoded.preprocessing,
             backbone_name=encoded.backbone_name,
             modality="text",
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
             dtype_policy=keras.mixed_precision.global_policy().name,
         )
     freezing.freeze(model)
     if lora_rank is not None:
         encoder.trainable = True
-        kh.keep_lora_only(encoder)
+        kh.keep_lora_only(lora.revive(encoder, alpha=lora_alpha))  # revive sets the alpha
     return model
 
 

@@ -60,9 +60,10 @@ def export(
     - `labels.txt` and `export.json` (backbone, input size, class names, preprocessing,
       quantization, parity figures, tltk / TensorFlow / Keras versions).
 
-    A model with LoRA (`tltk.build_classifier(..., lora_rank=...)`) is written from a plain copy
-    with each low-rank update merged into its kernel (`tltk.lora.merged_copy`): its files have
-    the ops and size of a plain model's, and the parity gate compares them with the LoRA model.
+    A model with LoRA (`lora_rank=...` in `tltk.build_classifier` or `build_text_classifier`)
+    is written from a plain copy with each low-rank update merged into its kernel
+    (`tltk.lora.merged_copy`): its files have the ops and size of a plain model's, and the
+    parity gate compares them with the LoRA model.
 
     A model with several heads (`tltk.build_classifier(backbone, num_classes={head: ...})`)
     gets one output per head everywhere, named by the head, in the model's order: the SavedModel

@@ -24,6 +24,7 @@ from tltk.export.saved_model import (
     write_archive,
 )
 from tltk.export.tflite import check_quantization, convert
+from tltk.lora import merged_copy
 from tltk.precision import float32_copy, reduced_dtype
 from tltk.text import INPUT_NAME, is_text_model
 from tltk.transfer_model import TransferModel, as_transfer_model
@@ -124,11 +125,13 @@ class TextAdapter:
         activation: str. The last layer's activation (`"linear"`: a softmax is added).
         precision: str or None. `"float16"` or `"bfloat16"` when the model computes in it (a
             mixed policy): the files are written from `tltk.precision.float32_copy(model)`.
+        model: keras.Model. What the files are written from: the model with any LoRA update
+            merged into its kernels (`tltk.lora.merged_copy`), in float32.
     """
 
     def __init__(self, model):
         self.precision = reduced_dtype(model)
-        self.model = float32_copy(model)
+        self.model = float32_copy(merged_copy(model))  # LoRA merged, as for images
         output_shape = tuple(model.outputs[0].shape)
         if len(model.outputs) != 1 or len(output_shape) != 2 or output_shape[1] is None:
             raise ValueError(
