@@ -7,7 +7,8 @@ and adds `weight` times that head's loss (the source model's objective) to the t
 source head stays frozen: it is the reference of what the backbone knew, so the backbone must
 keep features that it reads as before (a head that trained along could follow features that
 drift, the forgetting replay is there to stop). The source head lives in the training step only:
-nothing of it enters the model. The epoch's mean source loss is logged as `"replay_loss"`.
+nothing of it enters the model. The epoch's mean source loss is logged as `"replay_loss"` (the
+logged `"loss"` stays the target's, with any regularization).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Replay:
 
     data: tf.data.Dataset
     source_model: keras.Model
+    # On `bench/bench_forgetting.py` (seeds 0-2; plain fine_tune kept 44% of the source accuracy
+    # at 95.8% on the target): 1.0 kept 93% at 94.6%, 0.3 kept 89% at 96.3%.
     weight: float = 1.0
 
 

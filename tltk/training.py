@@ -231,7 +231,7 @@ def fine_tune(
             (the same weighted by `fisher`). The penalty `strength / 2 * sum (w - w0)^2` (EWC:
             weighted) is logged per epoch under its name. Defaults to `None`.
         regularizer_strength: float or None. Its strength. Defaults to
-            `tltk.regularizers.DEFAULT_STRENGTH` (0.001 for L2-SP, 1000 for EWC).
+            `tltk.regularizers.DEFAULT_STRENGTH` (100 for L2-SP, 1e5 for EWC).
         fisher: tltk.regularizers.Fisher or None. For `"ewc"`: `tltk.fisher(source_model,
             source_data)`. Defaults to `None`.
         replay: tltk.Replay or None. Rehearse the source task in the stages that train the
