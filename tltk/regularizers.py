@@ -42,6 +42,8 @@ REGULARIZERS = ("l2sp", "ewc")
 # 94.8%; 100, as the target figures differ by less than their spread over seeds, and at 1000 the
 # source accuracy never moved (the backbone is as good as frozen). The coupled penalties (the loss
 # terms, before) kept 65% (L2-SP 1e-3) and 98% (EWC 1000, mostly by keeping the head stage).
+# On seeds 3-5 (`--check`, not used to choose) both defaults kept 100% within 0.2 target points
+# of plain, which kept 77% (its own head stage in 2 of 3 seeds; EWC's in all 3).
 DEFAULT_STRENGTH = {"l2sp": 100.0, "ewc": 1e5}
 
 
