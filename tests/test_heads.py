@@ -170,6 +170,9 @@ def test_fine_tune_explains_what_several_heads_do_not_take(trained):
         with pytest.raises(ValueError, match=message):
             tltk.fine_tune(target, data.train, data.validation, epochs=0, verbose=0, **kwargs)
     single = data.train.map(lambda x, y: (x, y["digit"]))
+    replay = tltk.Replay(single, one_head)
+    with pytest.raises(ValueError, match="beside one target head"):
+        tltk.fine_tune(model, data.train, data.validation, epochs=0, replay=replay, verbose=0)
     with pytest.raises(ValueError, match="missing"):
         tltk.fine_tune(model, single, single, epochs=0, head_epochs=1, verbose=0)
 

@@ -1,4 +1,4 @@
-"""L2-SP and EWC in `fine_tune` (issue 22): the penalties, their logs, and `tltk.fisher`."""
+"""L2-SP and EWC in `fine_tune` (issue 22): the decoupled pulls, their logs, `tltk.fisher`."""
 
 import keras
 import numpy as np
@@ -6,6 +6,9 @@ import pytest
 import tensorflow as tf
 
 import tltk
+from tltk import regularizers
+from tltk.freezing import layer_groups
+from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
 from tltk.regularizers import Fisher, fisher
 from tltk.training import fine_tune
 
@@ -53,7 +56,45 @@ def test_the_l2sp_penalty_equals_its_formula_and_is_logged():
             0.25 * np.sum((w - w0) ** 2) for w, w0, t in zip(weights, start, trainable) if t
         )
         assert logs["l2sp"] == pytest.approx(formula, rel=1e-4) and formula > 0
-    assert all(w.regularizer is None for w in model.backbone.weights)  # removed afterwards
+    assert all(w.constraint is None for w in model.backbone.weights)  # removed afterwards
+
+
+@pytest.mark.parametrize("strength", [0.7, 50.0])
+def test_the_decoupled_pull_is_one_optimizer_step_then_its_formula(strength):
+    """`w = u - min(lr * strength, 1) * (u - w0)`: `u` the optimizer's step alone, `lr` the rate
+    of the weight's group (SGD at 0.1 times 0.5 per group); at 50 every factor is capped at 1."""
+    keras.utils.set_random_seed(5)
+    model = tltk.unfreeze(build(dropout=0.0), "all")
+    x, y = shapes(8, 0)
+    start = model.get_weights()
+    multipliers = decayed_multipliers(model, 0.5)
+    rate = {
+        w.path: 0.1 * multipliers[g.name]
+        for g in layer_groups(model)
+        for layer in g.layers
+        for w in layer.weights
+    }
+    after = []
+    for regularizer in (None, "l2sp"):
+        model.set_weights(start)
+        scaled = {g: m for g, m in multipliers.items() if m != 1}
+        optimizer = discriminative_optimizer(keras.optimizers.SGD(0.1), scaled, model=model)
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        with regularizers.anchored(model, regularizer, strength):
+            model.train_on_batch(x, y)
+        after.append(_backbone(model))
+    moved = 0
+    for w, u, w0, v in zip(after[1], after[0], _backbone_of(start, model), model.backbone.weights):
+        factor = min(rate[v.path] * strength, 1.0)
+        np.testing.assert_allclose(w, u - factor * (u - w0), rtol=1e-5, atol=1e-7)
+        moved += np.sum(np.abs(u - w0))
+    assert moved > 0 and all(w.constraint is None for w in model.backbone.weights)
+
+
+def _backbone_of(weights, model):
+    """The backbone's part of `model.get_weights()`-ordered `weights`."""
+    values = dict(zip((id(w) for w in model.weights), weights))
+    return [values[id(w)] for w in model.backbone.weights]
 
 
 def test_l2sp_holds_the_backbone_nearer_its_start_than_plain_fine_tuning():
@@ -64,7 +105,7 @@ def test_l2sp_holds_the_backbone_nearer_its_start_than_plain_fine_tuning():
         start = _backbone(model)
         train, val = datasets()
         fine_tune(
-            model, train, val, regularizer=regularizer, regularizer_strength=50.0, **ONE_STAGE
+            model, train, val, regularizer=regularizer, regularizer_strength=20.0, **ONE_STAGE
         )
         moved.append(sum(np.sum((w - w0) ** 2) for w, w0 in zip(_backbone(model), start)))
     assert moved[1] < 0.5 * moved[0]

@@ -387,7 +387,7 @@ _SPLIT = click.FloatRange(0.0, 1.0, max_open=True)
     "--regularizer-strength",
     type=click.FloatRange(min=0.0),
     default=None,
-    help="Strength of --regularizer (default: fine_tune's, 0.001 for l2sp).",
+    help="Strength of --regularizer (default: fine_tune's, 100 for l2sp).",
 )
 @click.option(
     "--class-weight",

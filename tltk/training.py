@@ -22,6 +22,7 @@ from tltk.lr_finder import find_lr
 from tltk.lr_multipliers import decayed_multipliers, discriminative_optimizer
 from tltk.objectives import check_class_weight, combined_loss, is_multi_head, objective
 from tltk.probe import fit_probe, linear_layer
+from tltk.replay import trainer as replay_trainer
 from tltk.run_callbacks import ContinuousRun, HeadsAccuracy
 from tltk.run_state import BestTracker, RunState
 from tltk.schedules import warmup_cosine
@@ -130,6 +131,7 @@ def fine_tune(
     regularizer=None,
     regularizer_strength=None,
     fisher=None,
+    replay=None,
     verbose=1,
 ):
     """Trains a tltk classifier in stages and ends with its best weights by validation metric.
@@ -235,13 +237,18 @@ def fine_tune(
             from `head_epochs`, `epochs`, `unfreeze`, `fine_tune_lr`, `early_stopping` and
             `cache_features` (which are then not used). Defaults to `None`.
         regularizer: str or None. Keep the backbone near its weights at the call while it
-            trains (`tltk.regularizers`): `"l2sp"` (L2-SP: `strength / 2 * sum (w - w0)^2`) or
-            `"ewc"` (the same weighted by `fisher`). The penalty is part of the training loss and
-            logged per epoch under its name. Defaults to `None`.
+            trains (`tltk.regularizers`): `"l2sp"` (L2-SP: after each step,
+            `w <- w - lr * strength * (w - w0)`, decoupled as AdamW's weight decay) or `"ewc"`
+            (the same weighted by `fisher`). The penalty `strength / 2 * sum (w - w0)^2` (EWC:
+            weighted) is logged per epoch under its name. Defaults to `None`.
         regularizer_strength: float or None. Its strength. Defaults to
-            `tltk.regularizers.DEFAULT_STRENGTH` (0.001 for L2-SP, 1000 for EWC).
+            `tltk.regularizers.DEFAULT_STRENGTH` (100 for L2-SP, 1e5 for EWC).
         fisher: tltk.regularizers.Fisher or None. For `"ewc"`: `tltk.fisher(source_model,
             source_data)`. Defaults to `None`.
+        replay: tltk.Replay or None. Rehearse the source task in the stages that train the
+            backbone: each step adds `replay.weight` times the frozen source head's loss on a
+            source batch (`tltk.replay`; logged as `"replay_loss"`). Not under a
+            `tf.distribute` strategy. Defaults to `None`.
         verbose: int. 0 silent, 1 progress bars and stage lines, 2 one line per epoch.
             Defaults to `1`.
 
@@ -399,6 +406,11 @@ def _run_stage(model, stage, train, validation, settings, steps, callbacks, cach
             optimizer=optimizer, loss=stage_loss, metrics=metrics, loss_weights=s.loss_weights
         )
         head_metrics = objective(model, train, loss=s.loss)[1]  # not shared: each model its own
+        fitted = model
+        if s.replay is not None and stage.unfrozen:  # the source head's loss added to each step
+            fitted, train, validation = replay_trainer(
+                model, train, validation, s.replay, stage_loss, head_metrics
+            )
     if stage.cached:
         cache.fit(
             stage.epochs,
@@ -412,7 +424,7 @@ def _run_stage(model, stage, train, validation, settings, steps, callbacks, cach
         return
     try:
         distribute.fit(
-            model,
+            fitted,
             train,
             validation,
             epochs=stage.epochs,

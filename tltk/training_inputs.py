@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltk import regularizers
+from tltk import regularizers, replay as replays
 from tltk.argcheck import integer, real
 from tltk import distribute
 from tltk.objectives import check_class_weight, check_labels, is_multi_head
@@ -37,6 +37,7 @@ class Settings:
     regularizer: str | None
     regularizer_strength: float | None
     fisher: object  # a `regularizers.Fisher` (fingerprinted by a digest of its values)
+    replay: object  # a `replay.Replay` (fingerprinted by its weight and the source head's weights)
     head_epochs: int | str
     epochs: int
     unfreeze: object
@@ -65,7 +66,7 @@ class Settings:
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
             if field.name
-            not in ("callbacks", "checkpoint_dir", "verbose", "known_features", "fisher")
+            not in ("callbacks", "checkpoint_dir", "verbose", "known_features", "fisher", "replay")
         }
         values["stages"] = [stage.as_dict() for stage in self.stages]
         values["optimizer"] = _describe(self.optimizer)
@@ -73,6 +74,13 @@ class Settings:
         if self.fisher is not None:
             digest = hashlib.sha256(b"".join(np.asarray(v).tobytes() for v in self.fisher.values))
             values["fisher"] = digest.hexdigest()
+        if self.replay is not None:
+            head = self.replay.source_model.get_weights()
+            values["replay"] = {
+                "weight": self.replay.weight,
+                "source": _digest(*(np.asarray(w).tobytes() for w in head)),
+                "data": str(self.replay.data.element_spec),
+            }
         return values
 
 
@@ -102,6 +110,7 @@ def check_settings(
     regularizer,
     regularizer_strength,
     fisher,
+    replay,
     verbose,
     **_,
 ):
@@ -167,6 +176,7 @@ def check_settings(
         regularizer=regularizer,
         regularizer_strength=regularizer_strength,
         fisher=fisher,
+        replay=replays.check(replay, model),
         verbose=verbose,
     )
 
