@@ -6,6 +6,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from tltk.heads import HeadSpec
+
 LABEL_MODES = ("int", "categorical", "multi_hot")
 SPLITS = ("train", "validation", "test")
 
@@ -66,8 +68,6 @@ class ImageData:
         `{head: classes or tltk.HeadSpec}` (multi-label and regression heads as specs)."""
         if not isinstance(self.label_mode, dict):
             return len(self.class_names)
-        from tltk.heads import HeadSpec
-
         heads = {}
         for head, mode in self.label_mode.items():
             if mode == "regression":
