@@ -249,7 +249,7 @@ def fingerprint(settings, model, train, validation):
     return {
         **settings.fingerprint(),
         "model": {
-            "outputs": {h: int(layers[-1].units) for h, layers in model.heads.items()},
+            "outputs": _widths(model),
             "class_names": model.class_names,
             "weight_shapes": _digest(str([tuple(w.shape) for w in model.weights]).encode()),
         },
@@ -271,13 +271,19 @@ def label_range_error(error, model):
     if "Received a label value of" not in message:
         return None
     value = message.split("Received a label value of")[1].split()[0]
-    units = {h: int(layers[-1].units) for h, layers in model.heads.items()}
-    units = next(iter(units.values())) if len(units) == 1 else units
+    units = _widths(model)
     return ValueError(
         f"`train` or `validation` holds label {value}, but the model has {units} output(s): "
         "build it with `num_classes` equal to the data's class count (e.g. `data.num_classes`), "
         "or fix the labels."
     )
+
+
+def _widths(model):
+    """The output width of a one-head model (as checkpoints of earlier runs recorded it), else
+    `{head: width}`."""
+    widths = {head: int(layers[-1].units) for head, layers in model.heads.items()}
+    return next(iter(widths.values())) if len(widths) == 1 else widths
 
 
 def _callbacks(callbacks):
