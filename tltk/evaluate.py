@@ -148,6 +148,13 @@ def evaluate(
     is_text = images.dtype.kind in "OSU"
     inputs = _as_strings(images) if is_text else images
     probs = model.predict(inputs, verbose=0) if _is_keras(model) else model.predict(inputs)
+    options = dict(
+        top_k=top_k,
+        threshold=threshold,
+        max_misclassified=max_misclassified,
+        skipped=getattr(data, "skipped", ()),
+        is_text=is_text,
+    )
     if isinstance(probs, dict) or isinstance(labels, dict):
         if not (isinstance(probs, dict) and isinstance(labels, dict)) or set(labels) - set(probs):
             raise ValueError(
@@ -156,79 +163,42 @@ def evaluate(
                 f"{list(probs) if isinstance(probs, dict) else 'one head'}, labels of "
                 f"{list(labels) if isinstance(labels, dict) else 'one head'}"
             )
-        tasks = getattr(model, "tasks", {})
-        return _heads_report(
-            images,
-            labels,
-            probs,
-            names or {},
-            tasks,
-            out_dir,
-            history,
-            dict(top_k=top_k, threshold=threshold, max_misclassified=max_misclassified),
-            skipped=getattr(data, "skipped", ()),
-            is_text=is_text,
-        )
-    return _report(
-        images,
-        labels,
-        probs,
-        names,
-        out_dir,
-        history,
-        top_k,
-        threshold,
-        max_misclassified,
-        skipped=getattr(data, "skipped", ()),
-        is_text=is_text,
-    )
+        options["tasks"] = getattr(model, "tasks", {})
+        return _heads_report(images, labels, probs, names or {}, out_dir, history, **options)
+    return _report(images, labels, probs, names, out_dir, history, **options)
 
 
-def _heads_report(images, labels, probs, names, tasks, out_dir, history, options, **kwargs):
+def _heads_report(images, labels, probs, names, out_dir, history, *, tasks, **options):
     """A `HeadsReport`: each labelled head as `evaluate` reports one head, files suffixed by head;
     regression heads (by the model's `tasks`, else float labels that are not 0/1) by their
     errors."""
-    heads = {}
+    report = HeadsReport({})
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
     for head, truth in labels.items():
-        scores = _scores(probs[head]).astype("float64")
+        scores = _scores(probs[head])
         regression = tasks.get(head) == "regression" or (
             head not in tasks and truth.dtype.kind == "f" and not np.isin(truth, (0, 1)).all()
         )
         if regression:
+            scores = scores.astype("float64")
             truth = truth.astype("float64").reshape(scores.shape)
-            heads[head] = RegressionReport(
+            report.heads[head] = RegressionReport(
                 mae=float(skm.mean_absolute_error(truth, scores)),
                 rmse=float(np.sqrt(skm.mean_squared_error(truth, scores))),
                 r2=float(skm.r2_score(truth, scores)),
                 num_examples=int(len(truth)),
             )
             continue
-        heads[head] = _report(
-            images,
-            truth,
-            scores,
-            names.get(head),
-            None,
-            None,
-            **options,
-            **kwargs,
-        )
-    report = HeadsReport(heads)
+        head_report = _report(images, truth, scores, names.get(head), None, None, **options)
+        if out_dir:
+            limit, is_text = options["max_misclassified"], options["is_text"]
+            _write_plots(
+                head_report, images, truth, scores, out_dir, limit, is_text, suffix=f"_{head}"
+            )
+            report.files.update(head_report.files)
+        report.heads[head] = head_report
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        for head, head_report in heads.items():
-            if isinstance(head_report, EvaluationReport):
-                _write_plots(
-                    head_report,
-                    images,
-                    labels[head],
-                    _scores(probs[head]),
-                    out_dir,
-                    options["max_misclassified"],
-                    kwargs["is_text"],
-                    suffix=f"_{head}",
-                )
-                report.files.update(head_report.files)
         _write_report(report, out_dir, history)
     return report
 
@@ -255,10 +225,10 @@ def _report(
     names,
     out_dir,
     history,
+    *,
     top_k,
     threshold,
     max_misclassified,
-    *,
     skipped,
     is_text,
 ):
