@@ -85,6 +85,11 @@ def test_build_outputs_a_dict_named_by_head_and_reloads(tmp_path):
         ({"a": 1}, {}, "integer >= 2"),
         ({"a": "x"}, {}, "class count or a tltk.HeadSpec"),
         ({"a": 3}, {"multi_label": True}, "tltk.HeadSpec"),
+        (
+            {"a": 3, "size": tltk.HeadSpec(1, "regression")},
+            {"class_names": {"size": ["big"]}},
+            "take no `class_names`",
+        ),
     ],
 )
 def test_build_refuses_bad_heads(num_classes, kwargs, message):

@@ -251,7 +251,14 @@ class TransferModel(keras.Model):
 
     @class_names.setter
     def class_names(self, value):
-        self._class_names = _check_class_names(value, self._head_widths())
+        names = _check_class_names(value, self._head_widths())
+        regression = [head for head in names if self._tasks.get(head) == "regression"]
+        if regression:
+            raise ValueError(
+                f"Heads {regression} are regression heads: their outputs are values, not "
+                f"classes, so they take no `class_names`. Received: class_names={value!r}"
+            )
+        self._class_names = names
 
     def _head_widths(self):
         return {
